@@ -1,0 +1,740 @@
+//! The kernel's object: `struct kvm_msr_filter`, validated and judged exactly as KVM does.
+
+use core::fmt;
+
+use crate::abi::{self, MAX_BITMAP_WORDS, MAX_NMSRS, MAX_RANGES};
+use crate::{Access, AccessType, Action};
+
+/// One range slot of a [`Filter`]: `struct kvm_msr_filter_range` with its bitmap stored inline.
+///
+/// Bit `i` of the bitmap (bit `i % 64` of word `i / 64`, i.e. bit `i % 8` of byte `i / 8` in
+/// memory) stands for MSR `base + i`: 1 allows, 0 denies. A slot with `nmsrs == 0` is empty; the
+/// kernel skips it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Range {
+    flags: Access,
+    base: u32,
+    nmsrs: u32,
+    bitmap: [u64; MAX_BITMAP_WORDS],
+}
+
+impl Range {
+    const EMPTY: Range = Range {
+        flags: Access::empty(),
+        base: 0,
+        nmsrs: 0,
+        bitmap: [0; MAX_BITMAP_WORDS],
+    };
+
+    /// The access types the range applies to (`flags`).
+    pub fn flags(&self) -> Access {
+        self.flags
+    }
+
+    /// First MSR covered.
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+
+    /// Number of MSRs covered; 0 for an empty slot.
+    pub fn nmsrs(&self) -> u32 {
+        self.nmsrs
+    }
+
+    /// Whether the slot is empty (`nmsrs == 0`).
+    pub fn is_empty(&self) -> bool {
+        self.nmsrs == 0
+    }
+
+    /// The bitmap as the kernel reads it: `ceil(nmsrs / 64)` words.
+    pub fn bitmap_words(&self) -> &[u64] {
+        &self.bitmap[..self.bitmap_word_count()]
+    }
+
+    fn bitmap_word_count(&self) -> usize {
+        abi::bitmap_bytes(self.nmsrs) / 8
+    }
+
+    /// Bytes of bitmap the kernel copies for this range (`ceil(nmsrs / 64) * 8`).
+    pub fn bitmap_bytes(&self) -> usize {
+        abi::bitmap_bytes(self.nmsrs)
+    }
+
+    /// Bit `offset` of the bitmap (`offset < nmsrs`), as an action.
+    pub fn bit(&self, offset: u32) -> Action {
+        let word = self.bitmap[(offset / 64) as usize % MAX_BITMAP_WORDS];
+        Action::from_bit(word >> (offset % 64))
+    }
+
+    /// Whether `base + nmsrs` wraps past 2^32 (or reaches it exactly): the kernel computes the
+    /// end in 32 bits, so such a range matches no MSR at all.
+    pub fn wraps(&self) -> bool {
+        u64::from(self.base) + u64::from(self.nmsrs) > u64::from(u32::MAX)
+    }
+
+    /// The MSRs `[first, end)` this range can match, or `None` for an empty or wrapping range.
+    pub fn span(&self) -> Option<(u32, u32)> {
+        if self.is_empty() || self.wraps() {
+            None
+        } else {
+            Some((self.base, self.base + self.nmsrs))
+        }
+    }
+
+    /// The kernel's test: the range speaks for `index` and `access`
+    /// (`flags & type` and `base <= index < base + nmsrs` in u32 arithmetic).
+    pub fn matches(&self, index: u32, access: AccessType) -> bool {
+        self.flags.includes(access)
+            && index >= self.base
+            && index < self.base.wrapping_add(self.nmsrs)
+    }
+}
+
+impl fmt::Debug for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Range")
+            .field("flags", &self.flags)
+            .field("base", &format_args!("{:#x}", self.base))
+            .field("nmsrs", &self.nmsrs)
+            .field("bitmap", &self.bitmap_words())
+            .finish()
+    }
+}
+
+/// One range as another program would pass it to the kernel: raw flags, and the bitmap bytes
+/// readable at its pointer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawRange<'a> {
+    /// `flags`: `KVM_MSR_FILTER_READ` (1) | `KVM_MSR_FILTER_WRITE` (2); other bits are invalid.
+    pub flags: u32,
+    /// `nmsrs`.
+    pub nmsrs: u32,
+    /// `base`.
+    pub base: u32,
+    /// The bytes readable at `bitmap`; the kernel reads `ceil(nmsrs / 64) * 8` of them.
+    pub bitmap: &'a [u8],
+}
+
+impl RawRange<'_> {
+    /// An empty slot.
+    pub const EMPTY: RawRange<'static> = RawRange {
+        flags: 0,
+        nmsrs: 0,
+        base: 0,
+        bitmap: &[],
+    };
+}
+
+/// A `struct kvm_msr_filter` as another program would pass it to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawFilter<'a> {
+    /// `flags`: `KVM_MSR_FILTER_DEFAULT_DENY` (1) or 0; other bits are invalid.
+    pub flags: u32,
+    /// The range slots, at most 16; missing slots are empty.
+    pub ranges: &'a [RawRange<'a>],
+}
+
+/// Why the kernel refuses a filter (`KVM_X86_SET_MSR_FILTER` fails), in the order it checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidFilter {
+    /// More than 16 ranges: `struct kvm_msr_filter` has no room for them.
+    TooManyRanges {
+        /// How many were given.
+        count: usize,
+    },
+    /// Filter flags outside `KVM_MSR_FILTER_VALID_MASK` (EINVAL).
+    FilterFlags {
+        /// The flags.
+        flags: u32,
+    },
+    /// DEFAULT_DENY with every range empty (EINVAL).
+    DenyWithoutRanges,
+    /// Range flags outside READ|WRITE (EINVAL).
+    RangeFlags {
+        /// The slot.
+        slot: usize,
+        /// The flags.
+        flags: u32,
+    },
+    /// A non-empty range with no access type (EINVAL).
+    RangeNoAccess {
+        /// The slot.
+        slot: usize,
+    },
+    /// A range whose bitmap would exceed 0x600 bytes, i.e. `nmsrs > 0x3000` (EINVAL).
+    RangeTooLarge {
+        /// The slot.
+        slot: usize,
+        /// The range's `nmsrs`.
+        nmsrs: u32,
+    },
+    /// The bitmap holds fewer bytes than the kernel reads (EFAULT, or reading whatever lies
+    /// beyond it).
+    BitmapTooShort {
+        /// The slot.
+        slot: usize,
+        /// The range's `nmsrs`.
+        nmsrs: u32,
+        /// Bytes the kernel reads: `ceil(nmsrs / 64) * 8`.
+        needed: usize,
+        /// Bytes given.
+        given: usize,
+    },
+}
+
+impl InvalidFilter {
+    /// The errno the ioctl fails with (EINVAL or EFAULT); `None` for a filter that cannot even
+    /// be expressed as `struct kvm_msr_filter`.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            InvalidFilter::TooManyRanges { .. } => None,
+            InvalidFilter::BitmapTooShort { .. } => Some(abi::EFAULT),
+            _ => Some(abi::EINVAL),
+        }
+    }
+}
+
+impl fmt::Display for InvalidFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            InvalidFilter::TooManyRanges { count } => write!(
+                f,
+                "{count} ranges given, but struct kvm_msr_filter has only {MAX_RANGES} slots"
+            ),
+            InvalidFilter::FilterFlags { flags } => write!(
+                f,
+                "filter flags {flags:#x} have bits other than KVM_MSR_FILTER_DEFAULT_DENY (EINVAL)"
+            ),
+            InvalidFilter::DenyWithoutRanges => write!(
+                f,
+                "a DEFAULT_DENY filter needs at least one non-empty range (EINVAL)"
+            ),
+            InvalidFilter::RangeFlags { slot, flags } => write!(
+                f,
+                "range {slot} has flags {flags:#x}, with bits other than READ (1) and WRITE (2) (EINVAL)"
+            ),
+            InvalidFilter::RangeNoAccess { slot } => write!(
+                f,
+                "range {slot} covers MSRs but has neither READ nor WRITE in its flags (EINVAL)"
+            ),
+            InvalidFilter::RangeTooLarge { slot, nmsrs } => write!(
+                f,
+                "range {slot} has nmsrs {nmsrs:#x}, more than the {MAX_NMSRS:#x} a 0x600-byte bitmap holds (EINVAL)"
+            ),
+            InvalidFilter::BitmapTooShort {
+                slot,
+                nmsrs,
+                needed,
+                given,
+            } => write!(
+                f,
+                "range {slot} has a bitmap of {given} bytes, but for nmsrs {nmsrs} the kernel reads {needed} (whole 64-bit words) (EFAULT)"
+            ),
+        }
+    }
+}
+
+/// What a [`Filter`] has that the kernel accepts but silently ignores or never uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lint {
+    /// `base + nmsrs` reaches or passes 2^32: the kernel's 32-bit end wraps and the range
+    /// matches no MSR.
+    RangeWraps {
+        /// The slot.
+        slot: usize,
+        /// The range's base.
+        base: u32,
+        /// The range's nmsrs.
+        nmsrs: u32,
+    },
+    /// The range covers x2APIC MSRs, which the kernel never filters.
+    CoversX2apic {
+        /// The slot.
+        slot: usize,
+        /// First x2APIC MSR covered.
+        first: u32,
+        /// Last x2APIC MSR covered.
+        last: u32,
+        /// How many of them the bitmap denies, in vain.
+        denied: u32,
+    },
+    /// Earlier ranges decide every MSR this range covers, for the access types named.
+    Shadowed {
+        /// The slot.
+        slot: usize,
+        /// The access types the range never decides.
+        access: Access,
+    },
+    /// Bitmap bits are set past `nmsrs` in the last word; the kernel never looks at them.
+    BitsBeyondNmsrs {
+        /// The slot.
+        slot: usize,
+        /// How many such bits are set.
+        count: u32,
+    },
+}
+
+impl fmt::Display for Lint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Lint::RangeWraps { slot, base, nmsrs } => write!(
+                f,
+                "range {slot} ({base:#x} + {nmsrs:#x}) reaches past MSR 0xffffffff; the kernel computes its end in 32 bits, so it matches no MSR at all"
+            ),
+            Lint::CoversX2apic {
+                slot,
+                first,
+                last,
+                denied,
+            } => write!(
+                f,
+                "range {slot} covers x2APIC MSRs {first:#x}-{last:#x}, which the kernel never filters ({denied} of them denied in vain)"
+            ),
+            Lint::Shadowed { slot, access } => write!(
+                f,
+                "range {slot} never decides a {} access: earlier ranges cover every MSR it covers",
+                match access.as_str() {
+                    "r" => "read",
+                    "w" => "write",
+                    _ => "read or write",
+                }
+            ),
+            Lint::BitsBeyondNmsrs { slot, count } => write!(
+                f,
+                "range {slot} has {count} bitmap bits set past its nmsrs; the kernel ignores them"
+            ),
+        }
+    }
+}
+
+/// The lints of one filter (at most four per slot).
+pub type Lints = heapless::Vec<Lint, { 4 * MAX_RANGES }>;
+
+/// What decided one access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decider {
+    /// An x2APIC MSR (0x800..=0x8ff): the kernel never filters them.
+    X2apic,
+    /// The first range, in slot order, whose flags include the access and whose
+    /// `[base, base + nmsrs)` holds the MSR.
+    Range {
+        /// The slot.
+        slot: usize,
+        /// The bit in its bitmap (`index - base`).
+        bit: u32,
+    },
+    /// No range matched: the filter's default action.
+    Default,
+    /// No filter is installed (see [`Filter::is_unfiltered`]).
+    NoFilter,
+}
+
+/// A decision and what made it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    /// The decision.
+    pub action: Action,
+    /// What decided it.
+    pub decider: Decider,
+}
+
+/// Boundaries in the lookup table: 1 + 2 per range, padded to a power of two.
+const SEGMENTS: usize = 64;
+/// "No range decides this segment": the default action applies.
+const NO_SLOT: u8 = u8::MAX;
+
+/// The index of [`Filter::decide`]: the MSR space cut into segments at every range boundary; for
+/// each segment and access type, the slot that decides it (or none). A lookup is a branch-free
+/// binary search of six steps, whatever the number of ranges.
+#[derive(Clone, PartialEq, Eq)]
+struct Lookup {
+    starts: [u32; SEGMENTS],
+    slots: [[u8; SEGMENTS]; 2],
+}
+
+impl Lookup {
+    fn build(ranges: &[Range; MAX_RANGES]) -> Lookup {
+        let mut points: heapless::Vec<u32, { 2 * MAX_RANGES + 1 }> = heapless::Vec::new();
+        let _ = points.push(0);
+        for range in ranges {
+            if let Some((first, end)) = range.span() {
+                let _ = points.push(first);
+                let _ = points.push(end);
+            }
+        }
+        points.sort_unstable();
+        let mut starts = [u32::MAX; SEGMENTS];
+        let mut slots = [[NO_SLOT; SEGMENTS]; 2];
+        let mut n = 0;
+        for &p in points.iter() {
+            if n > 0 && starts[n - 1] == p {
+                continue;
+            }
+            starts[n] = p;
+            for (t, access) in AccessType::ALL.into_iter().enumerate() {
+                slots[t][n] = scan(ranges, p, access).map_or(NO_SLOT, |s| s as u8);
+            }
+            n += 1;
+        }
+        // Padding segments start at u32::MAX and repeat the last real segment's decision, so the
+        // search may land on them.
+        for i in n..SEGMENTS {
+            slots[0][i] = slots[0][n - 1];
+            slots[1][i] = slots[1][n - 1];
+        }
+        Lookup { starts, slots }
+    }
+
+    #[inline]
+    fn slot(&self, index: u32, access: AccessType) -> Option<usize> {
+        let mut i = 0;
+        let mut step = SEGMENTS / 2;
+        while step > 0 {
+            if self.starts[i + step] <= index {
+                i += step;
+            }
+            step /= 2;
+        }
+        let slot = self.slots[access as usize][i];
+        if slot == NO_SLOT {
+            None
+        } else {
+            Some(slot as usize)
+        }
+    }
+}
+
+/// The kernel's linear scan: the first slot whose range matches.
+fn scan(ranges: &[Range; MAX_RANGES], index: u32, access: AccessType) -> Option<usize> {
+    ranges.iter().position(|r| r.matches(index, access))
+}
+
+/// A filter the kernel accepts: `struct kvm_msr_filter` with its default action and 16 range
+/// slots, bitmaps stored inline in u64 words.
+///
+/// Every `Filter` passes the kernel's validation (it is built only by [`Filter::from_raw`],
+/// [`Filter::unfiltered`] and [`Policy::pack`](crate::Policy::pack)); what the kernel accepts but
+/// ignores is reported by [`Filter::lints`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Filter {
+    default: Action,
+    ranges: [Range; MAX_RANGES],
+    lookup: Lookup,
+}
+
+impl Filter {
+    /// The filter that removes filtering: default allow and no ranges.
+    pub fn unfiltered() -> Filter {
+        Filter::from_ranges(Action::Allow, [const { Range::EMPTY }; MAX_RANGES])
+    }
+
+    fn from_ranges(default: Action, ranges: [Range; MAX_RANGES]) -> Filter {
+        let lookup = Lookup::build(&ranges);
+        Filter {
+            default,
+            ranges,
+            lookup,
+        }
+    }
+
+    /// Checks a raw filter with the kernel's rules, in the kernel's order, and copies it.
+    ///
+    /// ```
+    /// use msr_core::{AccessType, Action, Filter, InvalidFilter, RawFilter, RawRange};
+    ///
+    /// let deny_fs_base = RawRange { flags: 1, nmsrs: 1, base: 0xc000_0100, bitmap: &[0; 8] };
+    /// let filter = Filter::from_raw(&RawFilter { flags: 0, ranges: &[deny_fs_base] }).unwrap();
+    /// assert_eq!(filter.decide(0xc000_0100, AccessType::Read), Action::Deny);
+    /// assert_eq!(filter.decide(0xc000_0100, AccessType::Write), Action::Allow);
+    ///
+    /// // One byte of bitmap is not enough: the kernel reads a whole 64-bit word.
+    /// let short = RawRange { bitmap: &[0], ..deny_fs_base };
+    /// let err = Filter::from_raw(&RawFilter { flags: 0, ranges: &[short] }).unwrap_err();
+    /// assert!(matches!(err, InvalidFilter::BitmapTooShort { slot: 0, needed: 8, given: 1, .. }));
+    /// ```
+    pub fn from_raw(raw: &RawFilter<'_>) -> Result<Filter, InvalidFilter> {
+        if raw.ranges.len() > MAX_RANGES {
+            return Err(InvalidFilter::TooManyRanges {
+                count: raw.ranges.len(),
+            });
+        }
+        if raw.flags & !abi::FILTER_VALID_MASK != 0 {
+            return Err(InvalidFilter::FilterFlags { flags: raw.flags });
+        }
+        let default = if raw.flags & abi::DEFAULT_DENY != 0 {
+            Action::Deny
+        } else {
+            Action::Allow
+        };
+        if default == Action::Deny && raw.ranges.iter().all(|r| r.nmsrs == 0) {
+            return Err(InvalidFilter::DenyWithoutRanges);
+        }
+        let mut ranges = [const { Range::EMPTY }; MAX_RANGES];
+        for (slot, (r, out)) in raw.ranges.iter().zip(ranges.iter_mut()).enumerate() {
+            if r.nmsrs == 0 {
+                continue;
+            }
+            if r.flags & !abi::RANGE_VALID_MASK != 0 {
+                return Err(InvalidFilter::RangeFlags {
+                    slot,
+                    flags: r.flags,
+                });
+            }
+            if r.flags == 0 {
+                return Err(InvalidFilter::RangeNoAccess { slot });
+            }
+            if r.nmsrs > MAX_NMSRS {
+                return Err(InvalidFilter::RangeTooLarge {
+                    slot,
+                    nmsrs: r.nmsrs,
+                });
+            }
+            let needed = abi::bitmap_bytes(r.nmsrs);
+            if r.bitmap.len() < needed {
+                return Err(InvalidFilter::BitmapTooShort {
+                    slot,
+                    nmsrs: r.nmsrs,
+                    needed,
+                    given: r.bitmap.len(),
+                });
+            }
+            out.flags = Access::from_bits_truncate(r.flags);
+            out.base = r.base;
+            out.nmsrs = r.nmsrs;
+            for (word, bytes) in out
+                .bitmap
+                .iter_mut()
+                .zip(r.bitmap[..needed].chunks_exact(8))
+            {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(bytes);
+                *word = u64::from_le_bytes(le);
+            }
+        }
+        Ok(Filter::from_ranges(default, ranges))
+    }
+
+    /// Builds a filter from ranges given as (flags, base, nmsrs) and a function giving the
+    /// action of MSR `index` in slot `slot`; used by the packer, whose output the kernel accepts
+    /// by construction.
+    pub(crate) fn from_packed(
+        default: Action,
+        parts: &[(Access, u32, u32)],
+        bit: &dyn Fn(usize, u32) -> Action,
+    ) -> Filter {
+        let mut ranges = [const { Range::EMPTY }; MAX_RANGES];
+        for (slot, (out, &(flags, base, nmsrs))) in ranges.iter_mut().zip(parts).enumerate() {
+            out.flags = flags;
+            out.base = base;
+            out.nmsrs = nmsrs;
+            for offset in 0..nmsrs {
+                out.bitmap[(offset / 64) as usize] |=
+                    bit(slot, base + offset).bit() << (offset % 64);
+            }
+        }
+        Filter::from_ranges(default, ranges)
+    }
+
+    /// The default action (`KVM_MSR_FILTER_DEFAULT_ALLOW` or `_DENY`).
+    pub fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// The filter flags as the kernel takes them.
+    pub fn flags(&self) -> u32 {
+        self.default.filter_flags()
+    }
+
+    /// All 16 slots, empty ones included, in the kernel's order.
+    pub fn ranges(&self) -> &[Range; MAX_RANGES] {
+        &self.ranges
+    }
+
+    /// The non-empty slots with their slot numbers.
+    pub fn used_ranges(&self) -> impl Iterator<Item = (usize, &Range)> {
+        self.ranges
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_empty())
+    }
+
+    /// Number of non-empty ranges.
+    pub fn range_count(&self) -> usize {
+        self.used_ranges().count()
+    }
+
+    /// Bitmap bytes the kernel copies for the whole filter.
+    pub fn bitmap_bytes(&self) -> usize {
+        self.ranges.iter().map(Range::bitmap_bytes).sum()
+    }
+
+    /// Whether installing this filter removes filtering (default allow, every range empty).
+    pub fn is_unfiltered(&self) -> bool {
+        self.default == Action::Allow && self.range_count() == 0
+    }
+
+    /// The kernel's decision for one guest access (`kvm_msr_allowed()`): x2APIC MSRs are
+    /// allowed; otherwise the first range in slot order whose flags include the access and whose
+    /// `[base, base + nmsrs)` holds the MSR decides by its bit; otherwise the default action.
+    ///
+    /// Constant time: a six-step binary search over the precomputed range boundaries, whatever
+    /// the number of ranges.
+    #[inline]
+    pub fn decide(&self, index: u32, access: AccessType) -> Action {
+        if abi::is_x2apic(index) {
+            return Action::Allow;
+        }
+        match self.lookup.slot(index, access) {
+            None => self.default,
+            Some(slot) => {
+                let range = &self.ranges[slot];
+                range.bit(index.wrapping_sub(range.base))
+            }
+        }
+    }
+
+    /// The decision for one access and what made it.
+    pub fn explain(&self, index: u32, access: AccessType) -> Explanation {
+        if abi::is_x2apic(index) {
+            return Explanation {
+                action: Action::Allow,
+                decider: Decider::X2apic,
+            };
+        }
+        if self.is_unfiltered() {
+            return Explanation {
+                action: Action::Allow,
+                decider: Decider::NoFilter,
+            };
+        }
+        match self.lookup.slot(index, access) {
+            None => Explanation {
+                action: self.default,
+                decider: Decider::Default,
+            },
+            Some(slot) => {
+                let bit = index.wrapping_sub(self.ranges[slot].base);
+                Explanation {
+                    action: self.ranges[slot].bit(bit),
+                    decider: Decider::Range { slot, bit },
+                }
+            }
+        }
+    }
+
+    /// What the kernel accepts in this filter but ignores or never uses.
+    pub fn lints(&self) -> Lints {
+        let mut lints = Lints::new();
+        for (slot, range) in self.used_ranges() {
+            if range.wraps() {
+                let _ = lints.push(Lint::RangeWraps {
+                    slot,
+                    base: range.base,
+                    nmsrs: range.nmsrs,
+                });
+                continue;
+            }
+            let end = range.base + range.nmsrs; // no wrap: checked above
+            let first = range.base.max(abi::X2APIC_FIRST);
+            let last = (end - 1).min(abi::X2APIC_LAST);
+            if first <= last {
+                let denied = (first..=last)
+                    .filter(|&i| range.bit(i - range.base) == Action::Deny)
+                    .count() as u32;
+                let _ = lints.push(Lint::CoversX2apic {
+                    slot,
+                    first,
+                    last,
+                    denied,
+                });
+            }
+            let inside_x2apic = range.base >= abi::X2APIC_FIRST && end - 1 <= abi::X2APIC_LAST;
+            if !inside_x2apic {
+                let mut shadowed = Access::empty();
+                for access in AccessType::ALL {
+                    if range.flags.includes(access)
+                        && covered_by_earlier(&self.ranges[..slot], range.base, end, access)
+                    {
+                        shadowed |= access.flag();
+                    }
+                }
+                if !shadowed.is_empty() {
+                    let _ = lints.push(Lint::Shadowed {
+                        slot,
+                        access: shadowed,
+                    });
+                }
+            }
+            let tail = range.nmsrs % 64;
+            if tail != 0 {
+                let last_word = range.bitmap[range.bitmap_word_count() - 1];
+                let count = (last_word >> tail).count_ones();
+                if count > 0 {
+                    let _ = lints.push(Lint::BitsBeyondNmsrs { slot, count });
+                }
+            }
+        }
+        lints
+    }
+}
+
+/// Whether the earlier ranges (plus the x2APIC MSRs, which no range decides) cover `[first, end)`
+/// for `access`.
+fn covered_by_earlier(earlier: &[Range], first: u32, end: u32, access: AccessType) -> bool {
+    let mut spans: heapless::Vec<(u32, u32), { MAX_RANGES + 1 }> = heapless::Vec::new();
+    let _ = spans.push((abi::X2APIC_FIRST, abi::X2APIC_LAST + 1));
+    for r in earlier {
+        if let Some(span) = r.span() {
+            if r.flags.includes(access) {
+                let _ = spans.push(span);
+            }
+        }
+    }
+    spans.sort_unstable();
+    let mut reached = first;
+    for &(s, e) in spans.iter() {
+        if s <= reached && e > reached {
+            reached = e;
+        }
+        if reached >= end {
+            return true;
+        }
+    }
+    false
+}
+
+impl fmt::Debug for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Filter")
+            .field("default", &self.default)
+            .field("ranges", &DebugRanges(self))
+            .finish()
+    }
+}
+
+struct DebugRanges<'a>(&'a Filter);
+
+impl fmt::Debug for DebugRanges<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.0.used_ranges()).finish()
+    }
+}
+
+impl fmt::Display for Filter {
+    /// One line for the default action, then one per non-empty slot:
+    /// `slot 0: rw 0xc0000080 nmsrs 5 (8 bitmap bytes)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "default {}", self.default)?;
+        for (slot, r) in self.used_ranges() {
+            write!(
+                f,
+                "\nslot {slot}: {} {:#x} nmsrs {} ({} bitmap bytes)",
+                r.flags,
+                r.base,
+                r.nmsrs,
+                r.bitmap_bytes()
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,398 @@
+//! The policy text format, parsed without allocating.
+//!
+//! ```text
+//! default allow                    # exactly one default line: allow or deny
+//! deny  rw 0x474f4f00              # one MSR, by number (0x hex or decimal)
+//! deny  w  IA32_SPEC_CTRL          # or by name (see msr_core::names), any case
+//! allow r  0xc0000080-0xc0000084   # an inclusive range
+//! deny  rw 0x40000000+0x100        # base+count
+//! deny  rw HYPERV                  # a named group of MSRs
+//! ```
+//! Later rules override earlier ones. Names may also be used as range ends
+//! (`IA32_SYSENTER_CS-IA32_SYSENTER_EIP`).
+
+use core::fmt;
+
+use crate::policy::{Policy, Rule};
+use crate::{names, Access, Action};
+
+/// Longest prefix of an offending token an error keeps.
+const TOKEN_CAPACITY: usize = 40;
+
+/// What is wrong at a place in policy text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// The input is not UTF-8.
+    NotUtf8,
+    /// A line starts with something other than `default`, `allow` or `deny`.
+    ExpectedAction,
+    /// `default` is not followed by `allow` or `deny`.
+    ExpectedDefaultAction,
+    /// A second `default` line.
+    DuplicateDefault {
+        /// The line of the first one.
+        first_line: u32,
+    },
+    /// The policy has no `default` line.
+    MissingDefault,
+    /// The access is missing or not one of `r`, `w`, `rw`.
+    ExpectedAccess,
+    /// The MSR or range is missing.
+    ExpectedTarget,
+    /// A number that does not parse or does not fit in 32 bits.
+    BadNumber,
+    /// A name that is neither a known MSR nor a known group.
+    UnknownName,
+    /// A range whose first MSR is after its last.
+    Reversed {
+        /// The first MSR.
+        first: u32,
+        /// The last MSR.
+        last: u32,
+    },
+    /// `base+0`.
+    ZeroCount,
+    /// `base+count` runs past MSR 0xffffffff.
+    PastEnd {
+        /// The base.
+        base: u32,
+        /// The count.
+        count: u32,
+    },
+    /// Something follows a complete line.
+    Trailing,
+    /// More rules than the policy holds.
+    TooManyRules {
+        /// The policy's capacity.
+        capacity: usize,
+    },
+}
+
+/// A policy text error: where, what, and the offending token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    line: u32,
+    column: u32,
+    kind: ParseErrorKind,
+    token: heapless::String<TOKEN_CAPACITY>,
+}
+
+impl ParseError {
+    fn new(line: u32, column: u32, kind: ParseErrorKind, token: &str) -> Self {
+        let mut kept = heapless::String::new();
+        for c in token.chars() {
+            if kept.push(c).is_err() {
+                break;
+            }
+        }
+        ParseError {
+            line,
+            column,
+            kind,
+            token: kept,
+        }
+    }
+
+    /// 1-based line number.
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// 1-based column (in characters) where the offending token starts.
+    pub fn column(&self) -> u32 {
+        self.column
+    }
+
+    /// What is wrong.
+    pub fn kind(&self) -> ParseErrorKind {
+        self.kind
+    }
+
+    /// The offending token (its first 40 characters), empty where there is none.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The message without the position, for `file:line:col: message` output.
+    pub fn message(&self) -> impl fmt::Display + '_ {
+        Message(self)
+    }
+}
+
+struct Message<'a>(&'a ParseError);
+
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0.token();
+        match self.0.kind {
+            ParseErrorKind::NotUtf8 => write!(f, "the policy is not valid UTF-8"),
+            ParseErrorKind::ExpectedAction => {
+                write!(f, "expected `default`, `allow` or `deny`, found `{t}`")
+            }
+            ParseErrorKind::ExpectedDefaultAction => {
+                write!(f, "expected `allow` or `deny` after `default`, found `{t}`")
+            }
+            ParseErrorKind::DuplicateDefault { first_line } => write!(
+                f,
+                "a second default action `{t}`; line {first_line} already set one"
+            ),
+            ParseErrorKind::MissingDefault => write!(
+                f,
+                "the policy has no `default allow` or `default deny` line"
+            ),
+            ParseErrorKind::ExpectedAccess => {
+                write!(f, "expected the access `r`, `w` or `rw`, found `{t}`")
+            }
+            ParseErrorKind::ExpectedTarget => write!(
+                f,
+                "expected an MSR, a range `first-last` or `base+count`, or a name; found nothing"
+            ),
+            ParseErrorKind::BadNumber => write!(
+                f,
+                "`{t}` is not a 32-bit number (write 0x-prefixed hex or decimal)"
+            ),
+            ParseErrorKind::UnknownName => write!(f, "`{t}` is not a known MSR or group name"),
+            ParseErrorKind::Reversed { first, last } => write!(
+                f,
+                "the range `{t}` starts at {first:#x}, after its last MSR {last:#x}"
+            ),
+            ParseErrorKind::ZeroCount => write!(f, "the range `{t}` covers no MSR (count 0)"),
+            ParseErrorKind::PastEnd { base, count } => write!(
+                f,
+                "the range `{t}` ({base:#x} plus {count:#x} MSRs) runs past MSR 0xffffffff"
+            ),
+            ParseErrorKind::Trailing => write!(f, "unexpected `{t}` after a complete rule"),
+            ParseErrorKind::TooManyRules { capacity } => write!(
+                f,
+                "the rule `{t}` is one too many: the policy holds at most {capacity} rules"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line,
+            self.column,
+            self.message()
+        )
+    }
+}
+
+/// Whitespace-separated tokens of one line, with their 1-based character columns.
+struct Tokens<'a> {
+    rest: &'a str,
+    column: u32,
+}
+
+impl<'a> Tokens<'a> {
+    fn next(&mut self) -> Option<(&'a str, u32)> {
+        let trimmed = self.rest.trim_start();
+        self.column += count_chars(&self.rest[..self.rest.len() - trimmed.len()]);
+        if trimmed.is_empty() {
+            self.rest = trimmed;
+            return None;
+        }
+        let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+        let (token, rest) = trimmed.split_at(end);
+        let column = self.column;
+        self.column += count_chars(token);
+        self.rest = rest;
+        Some((token, column))
+    }
+}
+
+fn count_chars(s: &str) -> u32 {
+    u32::try_from(s.chars().count()).unwrap_or(u32::MAX)
+}
+
+fn parse_number(s: &str) -> Option<u32> {
+    if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(hex, 16).ok()
+    } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// One end of a range: a number or an MSR name.
+fn parse_item(s: &str, line: u32, column: u32) -> Result<u32, ParseError> {
+    let first = s.as_bytes().first().copied().unwrap_or(b' ');
+    if first.is_ascii_digit() {
+        parse_number(s).ok_or_else(|| ParseError::new(line, column, ParseErrorKind::BadNumber, s))
+    } else {
+        names::index_of(s)
+            .ok_or_else(|| ParseError::new(line, column, ParseErrorKind::UnknownName, s))
+    }
+}
+
+/// A rule's target: `ITEM`, `ITEM-ITEM`, `ITEM+COUNT` or a group name, as an inclusive range.
+fn parse_target(s: &str, line: u32, column: u32) -> Result<(u32, u32), ParseError> {
+    let sub_column = |prefix: &str| column + count_chars(prefix);
+    if let Some((a, b)) = s.split_once('-') {
+        let first = parse_item(a, line, column)?;
+        let last = parse_item(b, line, sub_column(&s[..=a.len()]))?;
+        if first > last {
+            return Err(ParseError::new(
+                line,
+                column,
+                ParseErrorKind::Reversed { first, last },
+                s,
+            ));
+        }
+        return Ok((first, last));
+    }
+    if let Some((a, b)) = s.split_once('+') {
+        let base = parse_item(a, line, column)?;
+        let count_column = sub_column(&s[..=a.len()]);
+        let count = parse_number(b)
+            .ok_or_else(|| ParseError::new(line, count_column, ParseErrorKind::BadNumber, b))?;
+        if count == 0 {
+            return Err(ParseError::new(line, column, ParseErrorKind::ZeroCount, s));
+        }
+        let last = base.checked_add(count - 1).ok_or_else(|| {
+            ParseError::new(line, column, ParseErrorKind::PastEnd { base, count }, s)
+        })?;
+        return Ok((base, last));
+    }
+    if let Some(group) = names::group_of(s) {
+        return Ok(group);
+    }
+    let index = parse_item(s, line, column)?;
+    Ok((index, index))
+}
+
+fn parse_action(s: &str) -> Option<Action> {
+    match s {
+        "allow" => Some(Action::Allow),
+        "deny" => Some(Action::Deny),
+        _ => None,
+    }
+}
+
+fn parse_access(s: &str) -> Option<Access> {
+    match s {
+        "r" => Some(Access::READ),
+        "w" => Some(Access::WRITE),
+        "rw" | "wr" => Some(Access::READ_WRITE),
+        _ => None,
+    }
+}
+
+impl<const N: usize> Policy<N> {
+    /// Parses policy text (see the [module docs](self) for the format). Allocation-free; every
+    /// error names the line, the column and the offending token.
+    ///
+    /// ```
+    /// use msr_core::{ParseErrorKind, Policy};
+    ///
+    /// let err = Policy::<4>::parse("default deny\nallow x 0x10\n").unwrap_err();
+    /// assert_eq!((err.line(), err.column(), err.token()), (2, 7, "x"));
+    /// assert_eq!(err.kind(), ParseErrorKind::ExpectedAccess);
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let mut policy = Policy::new(Action::Allow);
+        let mut default_line: Option<u32> = None;
+        let mut line_no: u32 = 0;
+        for raw_line in text.split('\n') {
+            line_no = line_no.saturating_add(1);
+            let content = raw_line.split('#').next().unwrap_or("");
+            let mut tokens = Tokens {
+                rest: content,
+                column: 1,
+            };
+            let Some((word, word_col)) = tokens.next() else {
+                continue;
+            };
+            if word == "default" {
+                let (value, col) = tokens.next().unwrap_or(("", tokens.column));
+                let action = parse_action(value).ok_or_else(|| {
+                    ParseError::new(line_no, col, ParseErrorKind::ExpectedDefaultAction, value)
+                })?;
+                if let Some(first_line) = default_line {
+                    return Err(ParseError::new(
+                        line_no,
+                        word_col,
+                        ParseErrorKind::DuplicateDefault { first_line },
+                        value,
+                    ));
+                }
+                default_line = Some(line_no);
+                policy.set_default_action(action);
+            } else {
+                let action = parse_action(word).ok_or_else(|| {
+                    ParseError::new(line_no, word_col, ParseErrorKind::ExpectedAction, word)
+                })?;
+                let (access_word, access_col) = tokens.next().unwrap_or(("", tokens.column));
+                let access = parse_access(access_word).ok_or_else(|| {
+                    ParseError::new(
+                        line_no,
+                        access_col,
+                        ParseErrorKind::ExpectedAccess,
+                        access_word,
+                    )
+                })?;
+                let Some((target, target_col)) = tokens.next() else {
+                    return Err(ParseError::new(
+                        line_no,
+                        tokens.column,
+                        ParseErrorKind::ExpectedTarget,
+                        "",
+                    ));
+                };
+                let (first, last) = parse_target(target, line_no, target_col)?;
+                if policy.rules().len() == N {
+                    let line_text = content.trim();
+                    return Err(ParseError::new(
+                        line_no,
+                        word_col,
+                        ParseErrorKind::TooManyRules { capacity: N },
+                        line_text,
+                    ));
+                }
+                // Cannot fail: the access is non-empty, first <= last and there is room.
+                let _ = policy.push(Rule::new(first, last, access, action));
+            }
+            if let Some((extra, col)) = tokens.next() {
+                return Err(ParseError::new(
+                    line_no,
+                    col,
+                    ParseErrorKind::Trailing,
+                    extra,
+                ));
+            }
+        }
+        if default_line.is_none() {
+            return Err(ParseError::new(1, 1, ParseErrorKind::MissingDefault, ""));
+        }
+        Ok(policy)
+    }
+
+    /// Parses policy text from bytes, refusing input that is not UTF-8 with the position of the
+    /// first bad byte.
+    pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ParseError> {
+        match core::str::from_utf8(bytes) {
+            Ok(text) => Self::parse(text),
+            Err(e) => {
+                let good = &bytes[..e.valid_up_to()];
+                let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+                let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+                // `good` is valid UTF-8, so this cannot fail.
+                let column = core::str::from_utf8(&good[line_start..]).map_or(0, count_chars) + 1;
+                Err(ParseError::new(
+                    u32::try_from(line).unwrap_or(u32::MAX),
+                    column,
+                    ParseErrorKind::NotUtf8,
+                    "",
+                ))
+            }
+        }
+    }
+}

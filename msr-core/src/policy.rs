@@ -1,0 +1,199 @@
+//! Policies: what the user wants, in the user's terms.
+
+use core::fmt;
+
+use crate::abi;
+use crate::{Access, AccessType, Action};
+
+/// One policy rule: `action` for the `access` types over the inclusive MSR range `first..=last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Rule {
+    /// First MSR index covered.
+    pub first: u32,
+    /// Last MSR index covered (inclusive).
+    pub last: u32,
+    /// The access types the rule speaks for.
+    pub access: Access,
+    /// What the rule wants for them.
+    pub action: Action,
+}
+
+impl Rule {
+    /// A rule over `first..=last`.
+    pub const fn new(first: u32, last: u32, access: Access, action: Action) -> Rule {
+        Rule {
+            first,
+            last,
+            access,
+            action,
+        }
+    }
+
+    /// A rule over one MSR.
+    pub const fn single(index: u32, access: Access, action: Action) -> Rule {
+        Rule::new(index, index, access, action)
+    }
+
+    /// Whether the rule speaks for `index` and `access`.
+    pub const fn covers(&self, index: u32, access: AccessType) -> bool {
+        self.first <= index && index <= self.last && self.access.includes(access)
+    }
+}
+
+impl fmt::Display for Rule {
+    /// Prints the rule as a policy-text line: `deny rw 0x10-0x1f`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {:#x}", self.action, self.access, self.first)?;
+        if self.last != self.first {
+            write!(f, "-{:#x}", self.last)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a rule cannot join a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyError {
+    /// The rule covers no access type.
+    NoAccess {
+        /// The rule's position in the policy (0-based).
+        rule: usize,
+    },
+    /// `first > last`.
+    Reversed {
+        /// The rule's position in the policy (0-based).
+        rule: usize,
+        /// The rule's first MSR.
+        first: u32,
+        /// The rule's last MSR.
+        last: u32,
+    },
+    /// The policy already holds its capacity of rules.
+    Full {
+        /// The capacity (the `N` of `Policy<N>`).
+        capacity: usize,
+    },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            PolicyError::NoAccess { rule } => {
+                write!(f, "rule {rule} covers neither reads nor writes")
+            }
+            PolicyError::Reversed { rule, first, last } => write!(
+                f,
+                "rule {rule} starts at {first:#x}, after its last MSR {last:#x}"
+            ),
+            PolicyError::Full { capacity } => {
+                write!(f, "the policy is full: it holds at most {capacity} rules")
+            }
+        }
+    }
+}
+
+/// A default action plus up to `N` rules; **later rules override earlier ones**, as in a
+/// firewall-style list read top to bottom where the last word counts, so a broad rule followed
+/// by narrow exceptions reads naturally:
+///
+/// ```
+/// use msr_core::{Access, AccessType, Action, Policy, Rule};
+///
+/// let mut policy = Policy::<8>::new(Action::Allow);
+/// policy.push(Rule::new(0x4000_0000, 0x4000_00ff, Access::READ_WRITE, Action::Deny)).unwrap();
+/// policy.push(Rule::single(0x4000_0001, Access::READ, Action::Allow)).unwrap();
+/// assert_eq!(policy.decide(0x4000_0001, AccessType::Read), Action::Allow);
+/// assert_eq!(policy.decide(0x4000_0001, AccessType::Write), Action::Deny);
+/// assert_eq!(policy.decide(0x10, AccessType::Write), Action::Allow);
+/// ```
+///
+/// The default applies to every MSR no rule covers, **except x2APIC MSRs 0x800..=0x8ff**: the
+/// kernel never filters those, so a policy's intent for them is always allow, and a rule that
+/// denies them cannot be packed ([`PackError::DeniesX2apic`](crate::PackError::DeniesX2apic)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy<const N: usize> {
+    default: Action,
+    rules: heapless::Vec<Rule, N>,
+}
+
+impl<const N: usize> Policy<N> {
+    /// An empty policy with the given default action.
+    pub const fn new(default: Action) -> Self {
+        Policy {
+            default,
+            rules: heapless::Vec::new(),
+        }
+    }
+
+    /// The default action.
+    pub const fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// Changes the default action.
+    pub fn set_default_action(&mut self, default: Action) {
+        self.default = default;
+    }
+
+    /// The rules, in order (later ones override earlier ones).
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Appends a rule, which overrides every earlier rule where they overlap.
+    pub fn push(&mut self, rule: Rule) -> Result<(), PolicyError> {
+        let index = self.rules.len();
+        if rule.access.is_empty() {
+            return Err(PolicyError::NoAccess { rule: index });
+        }
+        if rule.first > rule.last {
+            return Err(PolicyError::Reversed {
+                rule: index,
+                first: rule.first,
+                last: rule.last,
+            });
+        }
+        self.rules
+            .push(rule)
+            .map_err(|_| PolicyError::Full { capacity: N })
+    }
+
+    /// The rule that decides `index` for `access`: the last one covering it (none for x2APIC
+    /// MSRs, which only the kernel decides, nor where the default applies).
+    pub fn deciding_rule(&self, index: u32, access: AccessType) -> Option<usize> {
+        if abi::is_x2apic(index) {
+            return None;
+        }
+        self.rules.iter().rposition(|r| r.covers(index, access))
+    }
+
+    /// What the policy wants for `index` and `access`: allow for x2APIC MSRs, else the last rule
+    /// covering it, else the default action.
+    pub fn decide(&self, index: u32, access: AccessType) -> Action {
+        if abi::is_x2apic(index) {
+            return Action::Allow;
+        }
+        match self.deciding_rule(index, access) {
+            Some(rule) => self.rules[rule].action,
+            None => self.default,
+        }
+    }
+}
+
+impl<const N: usize> fmt::Display for Policy<N> {
+    /// Prints the policy as text that [`Policy::parse`] reads back to an equal policy; rules over
+    /// a single well-known MSR carry its name in a comment.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "default {}", self.default)?;
+        for rule in &self.rules {
+            write!(f, "{rule}")?;
+            if rule.first == rule.last {
+                if let Some(name) = crate::names::name_of(rule.first) {
+                    write!(f, "  # {name}")?;
+                }
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}
