@@ -247,7 +247,7 @@ pub enum Lint {
         /// The range's nmsrs.
         nmsrs: u32,
     },
-    /// The range covers x2APIC MSRs, which the kernel never filters.
+    /// The range denies x2APIC MSRs, which the kernel never filters.
     CoversX2apic {
         /// The slot.
         slot: usize,
@@ -638,15 +638,18 @@ impl Filter {
             let first = range.base.max(abi::X2APIC_FIRST);
             let last = (end - 1).min(abi::X2APIC_LAST);
             if first <= last {
+                // Allow bits there are harmless; deny bits are ignored, which is worth saying.
                 let denied = (first..=last)
                     .filter(|&i| range.bit(i - range.base) == Action::Deny)
                     .count() as u32;
-                let _ = lints.push(Lint::CoversX2apic {
-                    slot,
-                    first,
-                    last,
-                    denied,
-                });
+                if denied > 0 {
+                    let _ = lints.push(Lint::CoversX2apic {
+                        slot,
+                        first,
+                        last,
+                        denied,
+                    });
+                }
             }
             let inside_x2apic = range.base >= abi::X2APIC_FIRST && end - 1 <= abi::X2APIC_LAST;
             if !inside_x2apic {
@@ -736,5 +739,369 @@ impl fmt::Display for Filter {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// The kernel's `kvm_msr_allowed()`, written as plainly as the kernel does it.
+    fn reference(filter: &Filter, index: u32, access: AccessType) -> Action {
+        if (0x800..=0x8ff).contains(&index) {
+            return Action::Allow;
+        }
+        for r in filter.ranges() {
+            if r.nmsrs == 0 {
+                continue;
+            }
+            let start = r.base;
+            let end = r.base.wrapping_add(r.nmsrs);
+            if index >= start && index < end && r.flags.bits() & access.flag().bits() != 0 {
+                let bit = index - start;
+                return if r.bitmap[(bit / 64) as usize] >> (bit % 64) & 1 == 1 {
+                    Action::Allow
+                } else {
+                    Action::Deny
+                };
+            }
+        }
+        filter.default
+    }
+
+    #[derive(Debug, Clone)]
+    struct Owned {
+        flags: u32,
+        ranges: Vec<(u32, u32, u32, Vec<u8>)>,
+    }
+
+    impl Owned {
+        fn filter(&self) -> Result<Filter, InvalidFilter> {
+            let raw: Vec<RawRange<'_>> = self
+                .ranges
+                .iter()
+                .map(|(flags, base, nmsrs, bitmap)| RawRange {
+                    flags: *flags,
+                    base: *base,
+                    nmsrs: *nmsrs,
+                    bitmap,
+                })
+                .collect();
+            Filter::from_raw(&RawFilter {
+                flags: self.flags,
+                ranges: &raw,
+            })
+        }
+    }
+
+    const BASES: [u32; 8] = [
+        0,
+        0x7c0,
+        0x8f0,
+        0x4000_0000,
+        0xc000_0080,
+        0xffff_d000,
+        0xffff_fffa,
+        0xffff_ffff,
+    ];
+
+    fn raw_range() -> impl Strategy<Value = (u32, u32, u32, Vec<u8>)> {
+        (
+            prop_oneof![1 => Just(0u32), 6 => 1u32..=0x200, 1 => 0x200u32..=0x3000],
+            0..BASES.len(),
+            0u32..0x300,
+            1u32..=3,
+            any::<u64>(),
+        )
+            .prop_map(|(nmsrs, b, offset, flags, seed)| {
+                let base = BASES[b].wrapping_add(offset);
+                let bytes = abi::bitmap_bytes(nmsrs);
+                let mut x = seed | 1;
+                let bitmap = (0..bytes)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect();
+                (flags, base, nmsrs, bitmap)
+            })
+    }
+
+    fn valid_raw() -> impl Strategy<Value = Owned> {
+        (0u32..=1, proptest::collection::vec(raw_range(), 1..=16)).prop_map(|(flags, ranges)| {
+            let mut owned = Owned { flags, ranges };
+            if owned.ranges.iter().all(|r| r.2 == 0) {
+                owned.ranges[0].2 = 1;
+                owned.ranges[0].3 = std::vec![0; 8];
+            }
+            owned
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// The constant-time lookup agrees with the kernel's scan on random raw filters with
+        /// overlaps, empty slots, wrapping ranges and x2APIC coverage.
+        #[test]
+        fn decide_matches_kernel_scan(owned in valid_raw(), probes in proptest::collection::vec(any::<u32>(), 16)) {
+            let filter = owned.filter().unwrap();
+            let mut points = probes;
+            for r in filter.ranges() {
+                let end = r.base.wrapping_add(r.nmsrs);
+                for b in [r.base, end] {
+                    points.extend([b.wrapping_sub(1), b, b.wrapping_add(1)]);
+                }
+            }
+            points.extend([0, 0x7ff, 0x800, 0x8ff, 0x900, u32::MAX]);
+            for &i in &points {
+                for access in AccessType::ALL {
+                    let want = reference(&filter, i, access);
+                    prop_assert_eq!(filter.decide(i, access), want, "MSR {:#x} {}: {:?}", i, access, filter);
+                    let why = filter.explain(i, access);
+                    prop_assert_eq!(why.action, want);
+                    if let Decider::Range { slot, bit } = why.decider {
+                        prop_assert!(filter.ranges()[slot].matches(i, access));
+                        prop_assert!(filter.ranges()[..slot].iter().all(|r| !r.matches(i, access)));
+                        prop_assert_eq!(bit, i - filter.ranges()[slot].base());
+                    }
+                }
+            }
+        }
+
+        /// Lints: a range reported as shadowed for an access never decides it at any probe.
+        #[test]
+        fn shadowed_ranges_never_decide(owned in valid_raw(), probes in proptest::collection::vec(any::<u32>(), 64)) {
+            let filter = owned.filter().unwrap();
+            for lint in filter.lints() {
+                if let Lint::Shadowed { slot, access } = lint {
+                    let r = &filter.ranges()[slot];
+                    for p in probes.iter().map(|p| r.base() + p % r.nmsrs()) {
+                        for a in AccessType::ALL {
+                            if access.includes(a) {
+                                let why = filter.explain(p, a);
+                                prop_assert_ne!(why.decider, Decider::Range { slot, bit: p - r.base() });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn one(flags: u32, base: u32, nmsrs: u32, bitmap: &[u8]) -> Result<Filter, InvalidFilter> {
+        Filter::from_raw(&RawFilter {
+            flags: 0,
+            ranges: &[RawRange {
+                flags,
+                nmsrs,
+                base,
+                bitmap,
+            }],
+        })
+    }
+
+    #[test]
+    fn each_kernel_refusal_has_its_error() {
+        let ok = RawRange {
+            flags: 3,
+            nmsrs: 1,
+            base: 0x10,
+            bitmap: &[0; 8],
+        };
+        let too_many = [ok; 17];
+        let cases: [(RawFilter<'_>, InvalidFilter); 3] = [
+            (
+                RawFilter {
+                    flags: 0,
+                    ranges: &too_many,
+                },
+                InvalidFilter::TooManyRanges { count: 17 },
+            ),
+            (
+                RawFilter {
+                    flags: 2,
+                    ranges: &[ok],
+                },
+                InvalidFilter::FilterFlags { flags: 2 },
+            ),
+            (
+                RawFilter {
+                    flags: 1,
+                    ranges: &[RawRange::EMPTY; 16],
+                },
+                InvalidFilter::DenyWithoutRanges,
+            ),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(Filter::from_raw(&raw).unwrap_err(), want);
+        }
+        assert_eq!(
+            one(4, 0, 1, &[0; 8]).unwrap_err(),
+            InvalidFilter::RangeFlags { slot: 0, flags: 4 }
+        );
+        assert_eq!(
+            one(0, 0, 1, &[0; 8]).unwrap_err(),
+            InvalidFilter::RangeNoAccess { slot: 0 }
+        );
+        assert!(one(1, 0, 0x3000, &[0; 0x600]).is_ok());
+        assert_eq!(
+            one(1, 0, 0x3001, &[0; 0x608]).unwrap_err(),
+            InvalidFilter::RangeTooLarge {
+                slot: 0,
+                nmsrs: 0x3001
+            }
+        );
+        assert_eq!(
+            one(1, 0, 1, &[0; 1]).unwrap_err(),
+            InvalidFilter::BitmapTooShort {
+                slot: 0,
+                nmsrs: 1,
+                needed: 8,
+                given: 1
+            }
+        );
+        assert_eq!(
+            one(1, 0, 1, &[0; 1]).unwrap_err().errno(),
+            Some(abi::EFAULT)
+        );
+        assert_eq!(
+            one(4, 0, 1, &[0; 8]).unwrap_err().errno(),
+            Some(abi::EINVAL)
+        );
+        // Empty slots are skipped, whatever their flags; DEFAULT_ALLOW with none removes filtering.
+        let empty_bad_flags = RawRange {
+            flags: 7,
+            ..RawRange::EMPTY
+        };
+        let f = Filter::from_raw(&RawFilter {
+            flags: 0,
+            ranges: &[empty_bad_flags, ok],
+        })
+        .unwrap();
+        assert!(f.ranges()[0].is_empty());
+        assert_eq!(
+            f.explain(0x10, AccessType::Read).decider,
+            Decider::Range { slot: 1, bit: 0 }
+        );
+        assert!(Filter::from_raw(&RawFilter {
+            flags: 0,
+            ranges: &[]
+        })
+        .unwrap()
+        .is_unfiltered());
+        // The kernel's order: filter flags before ranges.
+        let bad_range = RawRange { flags: 4, ..ok };
+        assert_eq!(
+            Filter::from_raw(&RawFilter {
+                flags: 2,
+                ranges: &[bad_range]
+            })
+            .unwrap_err(),
+            InvalidFilter::FilterFlags { flags: 2 }
+        );
+        // Messages read like sentences and name the slot.
+        let msg = std::format!("{}", one(1, 0, 1, &[0; 1]).unwrap_err());
+        assert!(msg.contains("range 0") && msg.contains("reads 8"), "{msg}");
+    }
+
+    #[test]
+    fn lints_name_what_the_kernel_ignores() {
+        let wraps = one(3, 0xffff_fffa, 16, &[0; 8]).unwrap();
+        assert_eq!(
+            wraps.lints().as_slice(),
+            &[Lint::RangeWraps {
+                slot: 0,
+                base: 0xffff_fffa,
+                nmsrs: 16
+            }]
+        );
+        assert_eq!(wraps.decide(0xffff_fffb, AccessType::Read), Action::Allow);
+        // Ending exactly at 2^32 wraps to 0 as well.
+        let to_end = one(3, 0xffff_fff0, 16, &[0; 8]).unwrap();
+        assert!(matches!(to_end.lints()[0], Lint::RangeWraps { .. }));
+        assert_eq!(to_end.decide(0xffff_fff0, AccessType::Read), Action::Allow);
+
+        let x2apic = one(3, 0x7f0, 0x20, &[0; 8]).unwrap();
+        assert_eq!(
+            x2apic.lints().as_slice(),
+            &[Lint::CoversX2apic {
+                slot: 0,
+                first: 0x800,
+                last: 0x80f,
+                denied: 16
+            }]
+        );
+        assert_eq!(x2apic.decide(0x7ff, AccessType::Read), Action::Deny);
+        assert_eq!(x2apic.decide(0x800, AccessType::Read), Action::Allow);
+
+        let beyond = one(1, 0x10, 4, &[0xff, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(
+            beyond.lints().as_slice(),
+            &[Lint::BitsBeyondNmsrs { slot: 0, count: 4 }]
+        );
+
+        let r = |flags, base, nmsrs| RawRange {
+            flags,
+            base,
+            nmsrs,
+            bitmap: &[0; 8],
+        };
+        let shadow = Filter::from_raw(&RawFilter {
+            flags: 0,
+            ranges: &[r(1, 0x10, 8), r(2, 0x14, 8), r(3, 0x14, 4), r(3, 0x10, 2)],
+        })
+        .unwrap();
+        assert_eq!(
+            shadow.lints().as_slice(),
+            &[
+                Lint::Shadowed {
+                    slot: 2,
+                    access: Access::READ_WRITE
+                },
+                Lint::Shadowed {
+                    slot: 3,
+                    access: Access::READ
+                },
+            ]
+        );
+        for lint in shadow.lints() {
+            assert!(std::format!("{lint}").starts_with("range "));
+        }
+    }
+
+    #[test]
+    fn explain_says_what_decided() {
+        let f = one(1, 0x10, 2, &[0b10, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        assert_eq!(
+            f.explain(0x10, AccessType::Read),
+            Explanation {
+                action: Action::Deny,
+                decider: Decider::Range { slot: 0, bit: 0 }
+            }
+        );
+        assert_eq!(
+            f.explain(0x11, AccessType::Read),
+            Explanation {
+                action: Action::Allow,
+                decider: Decider::Range { slot: 0, bit: 1 }
+            }
+        );
+        assert_eq!(
+            f.explain(0x10, AccessType::Write),
+            Explanation {
+                action: Action::Allow,
+                decider: Decider::Default
+            }
+        );
+        assert_eq!(f.explain(0x830, AccessType::Write).decider, Decider::X2apic);
+        assert_eq!(
+            Filter::unfiltered().explain(0x10, AccessType::Read).decider,
+            Decider::NoFilter
+        );
     }
 }

@@ -396,3 +396,239 @@ impl<const N: usize> Policy<N> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Rule;
+    use proptest::prelude::*;
+    use std::vec;
+
+    fn err(text: &str) -> ParseError {
+        Policy::<4>::parse(text).unwrap_err()
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let policy: Policy<8> = Policy::parse(
+            "default allow\n\
+             deny  rw 0x474f4f00            # comments\n\
+             deny  w  IA32_SPEC_CTRL\n\
+             allow r  0xc0000080-0xc0000084\n\
+             deny  rw 0x40000000+0x100      # base+count\n",
+        )
+        .unwrap();
+        assert_eq!(policy.default_action(), Action::Allow);
+        assert_eq!(
+            policy.rules(),
+            &[
+                Rule::single(0x474f_4f00, Access::READ_WRITE, Action::Deny),
+                Rule::single(0x48, Access::WRITE, Action::Deny),
+                Rule::new(0xc000_0080, 0xc000_0084, Access::READ, Action::Allow),
+                Rule::new(0x4000_0000, 0x4000_00ff, Access::READ_WRITE, Action::Deny),
+            ]
+        );
+    }
+
+    #[test]
+    fn names_groups_and_name_ranges() {
+        let policy: Policy<4> = Policy::parse(
+            "default deny\nallow rw ia32_sysenter_cs-IA32_SYSENTER_EIP\nallow r X2APIC\nallow w 16",
+        )
+        .unwrap();
+        assert_eq!(
+            policy.rules()[0],
+            Rule::new(0x174, 0x176, Access::READ_WRITE, Action::Allow)
+        );
+        assert_eq!(
+            policy.rules()[1],
+            Rule::new(0x800, 0x8ff, Access::READ, Action::Allow)
+        );
+        assert_eq!(
+            policy.rules()[2],
+            Rule::single(16, Access::WRITE, Action::Allow)
+        );
+    }
+
+    #[test]
+    fn errors_name_line_column_and_token() {
+        let cases: [(&str, u32, u32, &str, ParseErrorKind); 14] = [
+            (
+                "default maybe",
+                1,
+                9,
+                "maybe",
+                ParseErrorKind::ExpectedDefaultAction,
+            ),
+            (
+                "default deny\npermit r 1",
+                2,
+                1,
+                "permit",
+                ParseErrorKind::ExpectedAction,
+            ),
+            (
+                "default deny\ndefault allow",
+                2,
+                1,
+                "allow",
+                ParseErrorKind::DuplicateDefault { first_line: 1 },
+            ),
+            ("deny r 1", 1, 1, "", ParseErrorKind::MissingDefault),
+            (
+                "default deny\n  deny rx 1",
+                2,
+                8,
+                "rx",
+                ParseErrorKind::ExpectedAccess,
+            ),
+            (
+                "default deny\ndeny r",
+                2,
+                7,
+                "",
+                ParseErrorKind::ExpectedTarget,
+            ),
+            (
+                "default deny\ndeny r 0x1g",
+                2,
+                8,
+                "0x1g",
+                ParseErrorKind::BadNumber,
+            ),
+            (
+                "default deny\ndeny r 0x100000000",
+                2,
+                8,
+                "0x100000000",
+                ParseErrorKind::BadNumber,
+            ),
+            (
+                "default deny\ndeny r NO_SUCH_MSR",
+                2,
+                8,
+                "NO_SUCH_MSR",
+                ParseErrorKind::UnknownName,
+            ),
+            (
+                "default deny\ndeny r 0x10-0x5",
+                2,
+                8,
+                "0x10-0x5",
+                ParseErrorKind::Reversed {
+                    first: 0x10,
+                    last: 5,
+                },
+            ),
+            (
+                "default deny\ndeny r 0x10+0",
+                2,
+                8,
+                "0x10+0",
+                ParseErrorKind::ZeroCount,
+            ),
+            (
+                "default deny\ndeny r 0xffffffff+2",
+                2,
+                8,
+                "0xffffffff+2",
+                ParseErrorKind::PastEnd {
+                    base: u32::MAX,
+                    count: 2,
+                },
+            ),
+            (
+                "default deny\ndeny r 0x10+zz",
+                2,
+                13,
+                "zz",
+                ParseErrorKind::BadNumber,
+            ),
+            (
+                "default deny\ndeny r 0x10 0x20",
+                2,
+                13,
+                "0x20",
+                ParseErrorKind::Trailing,
+            ),
+        ];
+        for (text, line, column, token, kind) in cases {
+            let e = err(text);
+            assert_eq!(
+                (e.line(), e.column(), e.token(), e.kind()),
+                (line, column, token, kind),
+                "{text:?}"
+            );
+            let shown = std::format!("{e}");
+            assert!(
+                shown.starts_with(&std::format!("line {line}, column {column}: ")),
+                "{shown}"
+            );
+            assert!(shown.contains(token), "{shown}");
+        }
+        let e = Policy::<1>::parse("default deny\ndeny r 1\ndeny w 2").unwrap_err();
+        assert_eq!(
+            (e.line(), e.kind()),
+            (3, ParseErrorKind::TooManyRules { capacity: 1 })
+        );
+        // Columns count characters, not bytes.
+        let e = err("default deny # é\ndeny r é");
+        assert_eq!((e.line(), e.column(), e.token()), (2, 8, "é"));
+        let e = Policy::<4>::parse_bytes(b"default deny\ndeny r \xff").unwrap_err();
+        assert_eq!(
+            (e.line(), e.column(), e.kind()),
+            (2, 8, ParseErrorKind::NotUtf8)
+        );
+    }
+
+    fn policy() -> impl Strategy<Value = Policy<8>> {
+        let rule = (any::<u32>(), 0u32..0x5000, 1u32..=3, any::<bool>()).prop_map(
+            |(first, len, a, deny)| {
+                Rule::new(
+                    first,
+                    first.saturating_add(len),
+                    Access::from_bits_truncate(a),
+                    if deny { Action::Deny } else { Action::Allow },
+                )
+            },
+        );
+        (any::<bool>(), proptest::collection::vec(rule, 0..8)).prop_map(|(deny, rules)| {
+            let mut p = Policy::new(if deny { Action::Deny } else { Action::Allow });
+            for r in rules {
+                p.push(r).unwrap();
+            }
+            p
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn text_round_trips(policy in policy()) {
+            let text = std::format!("{policy}");
+            prop_assert_eq!(Policy::<8>::parse(&text), Ok(policy), "{}", text);
+        }
+
+        #[test]
+        fn parser_never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Policy::<4>::parse_bytes(&bytes);
+        }
+
+        #[test]
+        fn parser_never_panics_on_policy_like_text(
+            words in proptest::collection::vec(
+                prop_oneof![
+                    Just("default"), Just("allow"), Just("deny"), Just("rw"), Just("r"), Just("w"),
+                    Just("0x10"), Just("-"), Just("+"), Just("0xffffffff"), Just("\n"), Just("#"),
+                    Just(" "), Just("IA32_TSC"), Just("HYPERV"), Just("+0"), Just("é"), Just("\t"),
+                ],
+                0..40,
+            )
+        ) {
+            let text: std::string::String = words.concat();
+            if let Err(e) = Policy::<4>::parse(&text) {
+                prop_assert!(e.line() >= 1 && e.column() >= 1);
+                prop_assert!(e.line() as usize <= text.split('\n').count().max(1));
+            }
+        }
+    }
+}
