@@ -234,6 +234,8 @@ impl fmt::Display for InvalidFilter {
     }
 }
 
+impl core::error::Error for InvalidFilter {}
+
 /// What a [`Filter`] has that the kernel accepts but silently ignores or never uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lint {

@@ -134,6 +134,8 @@ impl fmt::Display for PackError {
     }
 }
 
+impl core::error::Error for PackError {}
+
 enum RuleName {
     Rule(usize),
     Default,

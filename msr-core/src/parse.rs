@@ -182,6 +182,8 @@ impl fmt::Display for ParseError {
     }
 }
 
+impl core::error::Error for ParseError {}
+
 /// Whitespace-separated tokens of one line, with their 1-based character columns.
 struct Tokens<'a> {
     rest: &'a str,

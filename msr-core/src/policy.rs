@@ -92,6 +92,8 @@ impl fmt::Display for PolicyError {
     }
 }
 
+impl core::error::Error for PolicyError {}
+
 /// A default action plus up to `N` rules; **later rules override earlier ones**, as in a
 /// firewall-style list read top to bottom where the last word counts, so a broad rule followed
 /// by narrow exceptions reads naturally:

@@ -1,0 +1,2 @@
+//! `msrfilter`: check, explain and verify MSR filter policies, and demo them on the real kernel.
+fn main() {}

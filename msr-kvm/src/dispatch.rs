@@ -1,0 +1,552 @@
+//! Dispatching MSR exits to handlers.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use kvm_ioctls::{MsrExitReason, VcpuExit};
+use msr_core::{
+    abi, names, Access, AccessType, Action, Filter, PackError, Policy, PolicyError, Rule,
+};
+
+/// Rules a dispatcher's policy holds: the user's plus one per handler.
+pub const POLICY_CAPACITY: usize = 256;
+
+/// The exit being handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrContext {
+    /// The vCPU that exited (the index the VMM gave [`Dispatcher::dispatch`]).
+    pub vcpu: usize,
+    /// The MSR.
+    pub index: u32,
+    /// Why the kernel exited: FILTER, UNKNOWN or INVAL.
+    pub reason: MsrExitReason,
+}
+
+/// A handler's refusal: the guest gets #GP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault;
+
+/// Emulates one or more MSRs in user space.
+///
+/// Handlers run on vCPU threads, concurrently: state that is per CPU in hardware must be kept
+/// per vCPU (see [`handlers::Shadow`](crate::handlers::Shadow)). Returning `Err(Fault)` injects
+/// #GP.
+pub trait MsrHandler: Send + Sync {
+    /// `rdmsr`: the value the guest reads.
+    fn read(&self, ctx: &MsrContext) -> Result<u64, Fault>;
+    /// `wrmsr` of `value`.
+    fn write(&self, ctx: &MsrContext, value: u64) -> Result<(), Fault>;
+}
+
+impl<H: MsrHandler + ?Sized> MsrHandler for Arc<H> {
+    fn read(&self, ctx: &MsrContext) -> Result<u64, Fault> {
+        (**self).read(ctx)
+    }
+    fn write(&self, ctx: &MsrContext, value: u64) -> Result<(), Fault> {
+        (**self).write(ctx, value)
+    }
+}
+
+/// What to do with exits of reason UNKNOWN or INVAL (KVM allowed the access but could not
+/// complete it), or with any exit no handler takes.
+#[derive(Clone, Default)]
+pub enum ExitRoute {
+    /// Inject #GP (the default: fail closed).
+    #[default]
+    Gp,
+    /// Reads return this value; writes are dropped.
+    Value(u64),
+    /// A handler decides.
+    Handler(Arc<dyn MsrHandler>),
+}
+
+impl fmt::Debug for ExitRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitRoute::Gp => f.write_str("Gp"),
+            ExitRoute::Value(v) => write!(f, "Value({v:#x})"),
+            ExitRoute::Handler(_) => f.write_str("Handler(..)"),
+        }
+    }
+}
+
+/// Why a dispatcher cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// A handler was registered for x2APIC MSRs, which the kernel never filters: no FILTER exit
+    /// ever comes for them.
+    X2apic {
+        /// The handler's first MSR.
+        first: u32,
+        /// The handler's last MSR.
+        last: u32,
+    },
+    /// Two handlers cover the same MSR and access.
+    Overlap {
+        /// The MSR.
+        index: u32,
+        /// The access.
+        access: AccessType,
+    },
+    /// A handler with `first > last` or no access.
+    BadRange {
+        /// The handler's first MSR.
+        first: u32,
+        /// The handler's last MSR.
+        last: u32,
+    },
+    /// The policy plus one rule per handler exceed [`POLICY_CAPACITY`].
+    Policy(PolicyError),
+    /// The policy plus the handlers' intercepts cannot be packed.
+    Pack(PackError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::X2apic { first, last } => write!(
+                f,
+                "a handler for MSRs {first:#x}-{last:#x} covers x2APIC MSRs 0x800-0x8ff, which the kernel never filters, so it would never see a FILTER exit (route their INVAL/UNKNOWN exits with on_inval/on_unknown instead)"
+            ),
+            BuildError::Overlap { index, access } => write!(
+                f,
+                "two handlers take {access}s of MSR {index:#x}{}",
+                NameSuffix(*index)
+            ),
+            BuildError::BadRange { first, last } => write!(
+                f,
+                "a handler's range {first:#x}-{last:#x} is empty or names no access"
+            ),
+            BuildError::Policy(e) => write!(f, "{e}"),
+            BuildError::Pack(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+struct NameSuffix(u32);
+
+impl fmt::Display for NameSuffix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match names::name_of(self.0) {
+            Some(n) => write!(f, " ({n})"),
+            None => Ok(()),
+        }
+    }
+}
+
+struct Entry {
+    first: u32,
+    last: u32,
+    access: Access,
+    handler: Arc<dyn MsrHandler>,
+    stats: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    reads: AtomicU64,
+    writes: AtomicU64,
+    faults: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, write: bool, result_ok: bool) {
+        if write {
+            self.writes.fetch_add(1, Relaxed);
+        } else {
+            self.reads.fetch_add(1, Relaxed);
+        }
+        if !result_ok {
+            self.faults.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// Builds a [`Dispatcher`]: a policy, handlers, and routes for exits no handler takes.
+pub struct DispatcherBuilder {
+    policy: Policy<POLICY_CAPACITY>,
+    entries: Vec<Entry>,
+    unknown: ExitRoute,
+    inval: ExitRoute,
+    unhandled: ExitRoute,
+    error: Option<BuildError>,
+}
+
+impl DispatcherBuilder {
+    /// Registers `handler` for `access` to the MSRs `msrs` (one index or an inclusive range).
+    /// Registering **is** intercepting: the built filter denies those accesses so that every one
+    /// of them exits to the handler.
+    pub fn handle(
+        mut self,
+        msrs: impl Into<MsrSpan>,
+        access: Access,
+        handler: impl MsrHandler + 'static,
+    ) -> Result<Self, BuildError> {
+        let MsrSpan(first, last) = msrs.into();
+        if first > last || access.is_empty() {
+            return Err(BuildError::BadRange { first, last });
+        }
+        if first <= abi::X2APIC_LAST && last >= abi::X2APIC_FIRST {
+            return Err(BuildError::X2apic { first, last });
+        }
+        for e in &self.entries {
+            let overlap_first = e.first.max(first);
+            if overlap_first <= e.last.min(last) {
+                if let Some(a) = AccessType::ALL
+                    .into_iter()
+                    .find(|a| e.access.includes(*a) && access.includes(*a))
+                {
+                    return Err(BuildError::Overlap {
+                        index: overlap_first,
+                        access: a,
+                    });
+                }
+            }
+        }
+        self.entries.push(Entry {
+            first,
+            last,
+            access,
+            handler: Arc::new(handler),
+            stats: Counters::default(),
+        });
+        Ok(self)
+    }
+
+    /// Routes exits of reason UNKNOWN (KVM does not know the MSR; needs that exit reason
+    /// enabled) for MSRs no handler takes. Default: #GP.
+    pub fn on_unknown(mut self, route: ExitRoute) -> Self {
+        self.unknown = route;
+        self
+    }
+
+    /// Routes exits of reason INVAL (KVM refused the value or access; needs that exit reason
+    /// enabled) for MSRs no handler takes. Default: #GP.
+    pub fn on_inval(mut self, route: ExitRoute) -> Self {
+        self.inval = route;
+        self
+    }
+
+    /// Routes FILTER exits no handler takes (the policy denies the MSR but nobody emulates
+    /// it). Default: #GP, which is what the guest would get without user-space exits.
+    pub fn on_unhandled(mut self, route: ExitRoute) -> Self {
+        self.unhandled = route;
+        self
+    }
+
+    /// The per-VM replacement for the host-wide `kvm.ignore_msrs=1`: MSRs KVM does not know
+    /// read as 0 and writes to them are dropped (each one counted in
+    /// [`Dispatcher::route_stats`]). Needs the UNKNOWN exit reason enabled.
+    pub fn ignore_unknown_msrs(self) -> Self {
+        self.on_unknown(ExitRoute::Value(0))
+    }
+
+    /// Packs the policy plus one deny rule per handler into the filter and builds the
+    /// dispatcher.
+    pub fn build(self) -> Result<Dispatcher, BuildError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut policy = self.policy;
+        for e in &self.entries {
+            policy
+                .push(Rule::new(e.first, e.last, e.access, Action::Deny))
+                .map_err(BuildError::Policy)?;
+        }
+        let filter = policy.pack().map_err(BuildError::Pack)?.filter;
+        let mut entries = self.entries;
+        entries.sort_by_key(|e| e.first);
+        let by_access = AccessType::ALL.map(|a| {
+            (0..entries.len())
+                .filter(|&k| entries[k].access.includes(a))
+                .collect()
+        });
+        Ok(Dispatcher {
+            filter,
+            entries,
+            by_access,
+            unknown: self.unknown,
+            inval: self.inval,
+            unhandled: self.unhandled,
+            route_stats: RouteCounters::default(),
+        })
+    }
+}
+
+/// An MSR index or an inclusive range of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsrSpan(pub u32, pub u32);
+
+impl From<u32> for MsrSpan {
+    fn from(index: u32) -> Self {
+        MsrSpan(index, index)
+    }
+}
+
+impl From<std::ops::RangeInclusive<u32>> for MsrSpan {
+    fn from(r: std::ops::RangeInclusive<u32>) -> Self {
+        MsrSpan(*r.start(), *r.end())
+    }
+}
+
+/// Lock-free counters of exits that no handler took, per route.
+#[derive(Default)]
+struct RouteCounters {
+    unknown: AtomicU64,
+    inval: AtomicU64,
+    unhandled: AtomicU64,
+    faults: AtomicU64,
+    /// The last time (in coarse ticks) a fallback exit was logged, for rate limiting.
+    last_log: AtomicU64,
+}
+
+/// A snapshot of the counters of exits no handler took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteStats {
+    /// Exits with reason UNKNOWN.
+    pub unknown: u64,
+    /// Exits with reason INVAL.
+    pub inval: u64,
+    /// FILTER exits for MSRs no handler takes.
+    pub unhandled: u64,
+    /// Of all of them, how many ended in #GP.
+    pub faults: u64,
+}
+
+/// A snapshot of one handler's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerStats {
+    /// First MSR the handler takes.
+    pub first: u32,
+    /// Last MSR the handler takes.
+    pub last: u32,
+    /// Its well-known name, for a single named MSR.
+    pub name: Option<&'static str>,
+    /// The accesses it takes.
+    pub access: Access,
+    /// Read exits it handled.
+    pub reads: u64,
+    /// Write exits it handled.
+    pub writes: u64,
+    /// Of those, how many it refused (#GP).
+    pub faults: u64,
+}
+
+/// What [`Dispatcher::dispatch`] did with an exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dispatch {
+    /// Not an MSR exit: the VMM handles it; the exit was not touched.
+    NotMsr,
+    /// An MSR exit, completed: `data`/`error` are set. Re-enter the vCPU.
+    Msr {
+        /// The MSR.
+        index: u32,
+        /// Whether it was a write.
+        write: bool,
+        /// Whether the guest gets #GP.
+        fault: bool,
+    },
+}
+
+/// Routes MSR exits to handlers; built by [`Dispatcher::builder`]. Share it between vCPU threads
+/// (`Arc<Dispatcher>`): dispatch takes `&self`, no lock, and allocates nothing.
+pub struct Dispatcher {
+    filter: Filter,
+    /// Sorted by `first`.
+    entries: Vec<Entry>,
+    /// Per access type (read, write): the entries taking it, sorted and disjoint.
+    by_access: [Vec<usize>; 2],
+    unknown: ExitRoute,
+    inval: ExitRoute,
+    unhandled: ExitRoute,
+    route_stats: RouteCounters,
+}
+
+impl fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("filter", &self.filter)
+            .field("handlers", &self.entries.len())
+            .field("unknown", &self.unknown)
+            .field("inval", &self.inval)
+            .field("unhandled", &self.unhandled)
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// Starts from a policy: what the kernel should allow or deny before any handler is added.
+    pub fn builder<const N: usize>(policy: Policy<N>) -> DispatcherBuilder {
+        let mut own = Policy::<POLICY_CAPACITY>::new(policy.default_action());
+        let mut error = None;
+        for r in policy.rules() {
+            if let Err(e) = own.push(*r) {
+                error = Some(BuildError::Policy(e));
+                break;
+            }
+        }
+        DispatcherBuilder {
+            policy: own,
+            entries: Vec::new(),
+            unknown: ExitRoute::Gp,
+            inval: ExitRoute::Gp,
+            unhandled: ExitRoute::Gp,
+            error,
+        }
+    }
+
+    /// The filter to install: the policy with every handled access denied, so that it exits.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// The handler taking `access` to `index`: a binary search of the entries taking that
+    /// access, which never overlap.
+    fn entry(&self, index: u32, access: AccessType) -> Option<&Entry> {
+        let list = &self.by_access[access as usize];
+        let i = list.partition_point(|&k| self.entries[k].first <= index);
+        let e = &self.entries[*list.get(i.checked_sub(1)?)?];
+        (e.last >= index).then_some(e)
+    }
+
+    fn route(&self, ctx: &MsrContext, write: Option<u64>) -> Result<u64, Fault> {
+        let access = if write.is_some() {
+            AccessType::Write
+        } else {
+            AccessType::Read
+        };
+        let call = |h: &dyn MsrHandler| match write {
+            Some(v) => h.write(ctx, v).map(|()| 0),
+            None => h.read(ctx),
+        };
+        if let Some(e) = self.entry(ctx.index, access) {
+            let result = call(&*e.handler);
+            e.stats.count(write.is_some(), result.is_ok());
+            return result;
+        }
+        let (route, counter) = if ctx.reason == MsrExitReason::Unknown {
+            (&self.unknown, &self.route_stats.unknown)
+        } else if ctx.reason == MsrExitReason::Inval {
+            (&self.inval, &self.route_stats.inval)
+        } else {
+            (&self.unhandled, &self.route_stats.unhandled)
+        };
+        counter.fetch_add(1, Relaxed);
+        let result = match route {
+            ExitRoute::Gp => Err(Fault),
+            ExitRoute::Value(v) => Ok(if write.is_some() { 0 } else { *v }),
+            ExitRoute::Handler(h) => call(&**h),
+        };
+        if result.is_err() {
+            self.route_stats.faults.fetch_add(1, Relaxed);
+        }
+        self.log_fallback(ctx, write, result.is_ok());
+        result
+    }
+
+    /// Logs an exit no handler took, at most once per second across the VM.
+    fn log_fallback(&self, ctx: &MsrContext, write: Option<u64>, ok: bool) {
+        let now = coarse_seconds();
+        let last = self.route_stats.last_log.load(Relaxed);
+        if now > last
+            && self
+                .route_stats
+                .last_log
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            eprintln!(
+                "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {:?}) had no handler: {} (further such messages this second suppressed)",
+                ctx.vcpu,
+                if write.is_some() { "wrmsr" } else { "rdmsr" },
+                ctx.index,
+                NameSuffix(ctx.index),
+                ctx.reason,
+                if ok { "completed by the configured route" } else { "#GP injected" },
+            );
+        }
+    }
+
+    /// Handles an MSR exit: calls the handler (or the configured route) and completes the exit
+    /// (`data` for reads, `error = 1` for #GP). Any other exit is left untouched.
+    ///
+    /// `vcpu` is the VMM's index of the exiting vCPU; handlers with per-vCPU state use it.
+    pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> Dispatch {
+        match exit {
+            VcpuExit::X86Rdmsr(e) => {
+                let ctx = MsrContext {
+                    vcpu,
+                    index: e.index,
+                    reason: e.reason,
+                };
+                let result = self.route(&ctx, None);
+                match result {
+                    Ok(v) => {
+                        *e.data = v;
+                        *e.error = 0;
+                    }
+                    Err(Fault) => *e.error = 1,
+                }
+                Dispatch::Msr {
+                    index: e.index,
+                    write: false,
+                    fault: result.is_err(),
+                }
+            }
+            VcpuExit::X86Wrmsr(e) => {
+                let ctx = MsrContext {
+                    vcpu,
+                    index: e.index,
+                    reason: e.reason,
+                };
+                let result = self.route(&ctx, Some(e.data));
+                *e.error = u8::from(result.is_err());
+                Dispatch::Msr {
+                    index: e.index,
+                    write: true,
+                    fault: result.is_err(),
+                }
+            }
+            _ => Dispatch::NotMsr,
+        }
+    }
+
+    /// Per-handler exit counts, in MSR order.
+    pub fn handler_stats(&self) -> Vec<HandlerStats> {
+        self.entries
+            .iter()
+            .map(|e| HandlerStats {
+                first: e.first,
+                last: e.last,
+                name: if e.first == e.last {
+                    names::name_of(e.first)
+                } else {
+                    None
+                },
+                access: e.access,
+                reads: e.stats.reads.load(Relaxed),
+                writes: e.stats.writes.load(Relaxed),
+                faults: e.stats.faults.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// Counts of exits no handler took.
+    pub fn route_stats(&self) -> RouteStats {
+        RouteStats {
+            unknown: self.route_stats.unknown.load(Relaxed),
+            inval: self.route_stats.inval.load(Relaxed),
+            unhandled: self.route_stats.unhandled.load(Relaxed),
+            faults: self.route_stats.faults.load(Relaxed),
+        }
+    }
+}
+
+fn coarse_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

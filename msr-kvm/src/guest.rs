@@ -1,0 +1,399 @@
+//! A minimal guest harness: a one-vCPU, 16-bit real-mode VM on `/dev/kvm`
+//! that performs exactly one `rdmsr` or `wrmsr` per call and reports what
+//! happened, both at the KVM exit level and as the guest saw it.
+//!
+//! The harness never enables `KVM_CAP_X86_USER_SPACE_MSR` and never installs
+//! an MSR filter: callers do that through [`GuestVm::vm`].
+//!
+//! Guest physical memory layout (one 64 KiB slot at address 0, filled with
+//! `hlt` so a runaway guest stops instead of spinning):
+//!
+//! | address            | contents                                           |
+//! |--------------------|----------------------------------------------------|
+//! | `0x0000..0x0400`   | real-mode IVT, vector `v` -> `0000:HANDLERS+8*v`   |
+//! | `0x1000`           | `rdmsr; hlt`                                       |
+//! | `0x1010`           | `wrmsr; hlt`                                       |
+//! | `0x2000..0x2800`   | per-vector stubs `mov al, v; out PORT, al; hlt`    |
+//! | `0x8000`           | initial stack pointer (`ss` = 0)                   |
+//!
+//! Vector 13 (#GP) reports on [`GP_PORT`]; every other vector reports on
+//! [`OTHER_VECTOR_PORT`] and surfaces as [`HarnessError::UnexpectedVector`].
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::ptr::NonNull;
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, MsrExitReason, VcpuExit, VcpuFd, VmFd};
+use vmm_sys_util::errno;
+
+const KVM_PATH: &str = "/dev/kvm";
+const MEM_SIZE: usize = 0x1_0000;
+const RDMSR_CODE: u16 = 0x1000;
+const WRMSR_CODE: u16 = 0x1010;
+const HANDLERS: u16 = 0x2000;
+const HANDLER_STRIDE: u16 = 8;
+const STACK_TOP: u64 = 0x8000;
+const GP_VECTOR: u8 = 13;
+/// Length of `rdmsr` / `wrmsr` (both `0f xx`): the `hlt` follows directly.
+const MSR_INSN_LEN: u64 = 2;
+/// Bound on KVM_RUN round trips per access; one access needs at most three.
+const MAX_EXITS: usize = 16;
+
+/// I/O port the #GP (vector 13) handler writes the vector number to.
+pub const GP_PORT: u16 = 0x10;
+/// I/O port every other exception handler writes its vector number to.
+pub const OTHER_VECTOR_PORT: u16 = 0x11;
+
+/// One MSR access for the guest to perform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MsrAccess {
+    /// `rdmsr` with `ecx = index`.
+    Read {
+        /// MSR index.
+        index: u32,
+    },
+    /// `wrmsr` with `ecx = index`, `edx:eax = value`.
+    Write {
+        /// MSR index.
+        index: u32,
+        /// Value written (high half in `edx`, low half in `eax`).
+        value: u64,
+    },
+}
+
+/// What the kernel reported when the access left the guest as a
+/// `KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR` exit, captured before the
+/// `on_exit` callback ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsrExitSeen {
+    /// Why the kernel exited (`UNKNOWN`, `INVAL` or `FILTER`).
+    pub reason: MsrExitReason,
+    /// MSR index of the access.
+    pub index: u32,
+    /// `true` for a `KVM_EXIT_X86_WRMSR` exit.
+    pub is_write: bool,
+    /// For writes, the value the guest wrote; for reads, the data the kernel
+    /// preset in `kvm_run` (0 in practice).
+    pub data: u64,
+}
+
+/// How the access ended, as the guest saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestResult {
+    /// The instruction retired and the guest reached its `hlt`.
+    Completed {
+        /// `EDX:EAX` after `rdmsr`; `None` for writes.
+        value: Option<u64>,
+    },
+    /// The instruction raised #GP in the guest.
+    GeneralProtection,
+}
+
+/// Result of one [`GuestVm::run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// The MSR exit, if any (`None`: the kernel handled the access itself).
+    pub exit: Option<MsrExitSeen>,
+    /// What the guest observed.
+    pub result: GuestResult,
+}
+
+/// Errors from building or running the guest.
+#[derive(Debug)]
+pub enum HarnessError {
+    /// `/dev/kvm` could not be opened read-write.
+    NoKvm(io::Error),
+    /// A KVM ioctl (or `mmap`) failed; `what` names the operation.
+    Kvm {
+        /// The failed operation.
+        what: &'static str,
+        /// The errno it returned.
+        err: errno::Error,
+    },
+    /// The vCPU exited in a way the harness does not expect.
+    UnexpectedExit(String),
+    /// The guest took an exception other than #GP (the vector number).
+    UnexpectedVector(u8),
+}
+
+impl fmt::Display for HarnessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoKvm(e) => match e.kind() {
+                io::ErrorKind::NotFound => write!(f, "{KVM_PATH} does not exist: {e}"),
+                io::ErrorKind::PermissionDenied => {
+                    write!(f, "no permission to open {KVM_PATH} read-write: {e}")
+                }
+                _ => write!(f, "cannot open {KVM_PATH}: {e}"),
+            },
+            Self::Kvm { what, err } => write!(f, "{what} failed: {err}"),
+            Self::UnexpectedExit(s) => write!(f, "unexpected vCPU exit: {s}"),
+            Self::UnexpectedVector(v) => write!(f, "guest took unexpected exception vector {v}"),
+        }
+    }
+}
+
+impl std::error::Error for HarnessError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::NoKvm(e) => Some(e),
+            Self::Kvm { err, .. } => Some(err),
+            _ => None,
+        }
+    }
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(errno::Error) -> HarnessError {
+    move |err| HarnessError::Kvm { what, err }
+}
+
+/// Returns `true` if `/dev/kvm` can be opened read-write.
+pub fn kvm_available() -> bool {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(KVM_PATH)
+        .is_ok()
+}
+
+/// Anonymous host mapping backing guest physical memory; unmapped on drop.
+struct GuestMem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl GuestMem {
+    /// Maps `image.len()` bytes and copies `image` into them.
+    fn new(image: &[u8]) -> Result<Self, HarnessError> {
+        let len = image.len();
+        // SAFETY: a fresh private anonymous mapping with no address hint; it
+        // aliases no existing Rust memory. The result is checked below.
+        let raw = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if raw == libc::MAP_FAILED {
+            return Err(kvm_err("mmap guest memory")(errno::Error::last()));
+        }
+        let ptr = NonNull::new(raw.cast::<u8>())
+            .ok_or_else(|| kvm_err("mmap guest memory")(errno::Error::new(libc::ENOMEM)))?;
+        // SAFETY: `ptr` is a writable mapping of exactly `len` bytes that
+        // nothing else references yet; `image` is a distinct heap buffer.
+        unsafe { std::ptr::copy_nonoverlapping(image.as_ptr(), ptr.as_ptr(), len) };
+        Ok(Self { ptr, len })
+    }
+}
+
+impl Drop for GuestMem {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` describe the mapping created in `new`, which is
+        // unmapped only here. The VM and vCPU fields of `GuestVm` are declared
+        // (and therefore dropped) before this one.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Builds the guest memory image described in the module docs.
+fn guest_image() -> Vec<u8> {
+    let mut mem = vec![0xf4u8; MEM_SIZE]; // hlt everywhere
+    for vector in 0..=255u8 {
+        let handler = HANDLERS + HANDLER_STRIDE * u16::from(vector);
+        let port = if vector == GP_VECTOR {
+            GP_PORT
+        } else {
+            OTHER_VECTOR_PORT
+        };
+        let ivt = usize::from(vector) * 4;
+        mem[ivt..ivt + 2].copy_from_slice(&handler.to_le_bytes()); // offset
+        mem[ivt + 2..ivt + 4].copy_from_slice(&0u16.to_le_bytes()); // segment
+        let h = usize::from(handler);
+        // mov al, vector ; out imm8, al ; hlt
+        mem[h..h + 5].copy_from_slice(&[0xb0, vector, 0xe6, port as u8, 0xf4]);
+    }
+    let rd = usize::from(RDMSR_CODE);
+    mem[rd..rd + 3].copy_from_slice(&[0x0f, 0x32, 0xf4]); // rdmsr ; hlt
+    let wr = usize::from(WRMSR_CODE);
+    mem[wr..wr + 3].copy_from_slice(&[0x0f, 0x30, 0xf4]); // wrmsr ; hlt
+    mem
+}
+
+/// A one-vCPU real-mode VM that runs single MSR accesses.
+///
+/// After any `Err` from [`GuestVm::run`] the vCPU may hold half-completed
+/// state; drop the `GuestVm` rather than reusing it.
+pub struct GuestVm {
+    // Field order is drop order: vCPU and VM go before the memory they use.
+    vcpu: VcpuFd,
+    vm: VmFd,
+    kvm: Kvm,
+    _mem: GuestMem,
+}
+
+impl GuestVm {
+    /// Opens `/dev/kvm`, creates a VM with 64 KiB of real-mode guest memory
+    /// at physical address 0 and one vCPU in real mode.
+    pub fn new() -> Result<Self, HarnessError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(KVM_PATH)
+            .map_err(HarnessError::NoKvm)?;
+        // SAFETY: the fd was just opened on /dev/kvm and ownership moves into
+        // the `Kvm`, which closes it on drop.
+        let kvm = unsafe { Kvm::from_raw_fd(file.into_raw_fd()) };
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let mem = GuestMem::new(&guest_image())?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem.len as u64,
+            userspace_addr: mem.ptr.as_ptr() as u64,
+        };
+        // SAFETY: the region covers exactly the live mapping owned by `mem`,
+        // which is stored in the returned `GuestVm` and outlives the VM fd.
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+
+        let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        for seg in [
+            &mut sregs.cs,
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            seg.base = 0;
+            seg.selector = 0;
+            seg.limit = 0xffff;
+        }
+        sregs.cr0 &= !1; // real mode (already the reset state)
+        vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+
+        Ok(Self {
+            vcpu,
+            vm,
+            kvm,
+            _mem: mem,
+        })
+    }
+
+    /// The `/dev/kvm` handle.
+    pub fn kvm(&self) -> &Kvm {
+        &self.kvm
+    }
+
+    /// The VM fd, for enabling `KVM_CAP_X86_USER_SPACE_MSR` or installing an
+    /// MSR filter before calling [`GuestVm::run`].
+    pub fn vm(&self) -> &VmFd {
+        &self.vm
+    }
+
+    /// Runs one access. Each `KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR`
+    /// exit is recorded, then passed to `on_exit` (which may set `data` /
+    /// `error`, e.g. a dispatcher), then the vCPU resumes.
+    pub fn run(
+        &mut self,
+        access: MsrAccess,
+        on_exit: &mut dyn FnMut(&mut VcpuExit<'_>),
+    ) -> Result<Outcome, HarnessError> {
+        let (code, index, value, is_read) = match access {
+            MsrAccess::Read { index } => (RDMSR_CODE, index, 0, true),
+            MsrAccess::Write { index, value } => (WRMSR_CODE, index, value, false),
+        };
+        let mut regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = u64::from(code);
+        regs.rcx = u64::from(index);
+        regs.rax = value & 0xffff_ffff;
+        regs.rdx = value >> 32;
+        regs.rsp = STACK_TOP;
+        regs.rflags = 2;
+        self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+
+        let mut seen: Option<MsrExitSeen> = None;
+        for _ in 0..MAX_EXITS {
+            let mut exit = match self.vcpu.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => return Err(kvm_err("KVM_RUN")(e)),
+            };
+            let this = match &exit {
+                VcpuExit::X86Rdmsr(e) => MsrExitSeen {
+                    reason: e.reason,
+                    index: e.index,
+                    is_write: false,
+                    data: *e.data,
+                },
+                VcpuExit::X86Wrmsr(e) => MsrExitSeen {
+                    reason: e.reason,
+                    index: e.index,
+                    is_write: true,
+                    data: e.data,
+                },
+                VcpuExit::IoOut(GP_PORT, [GP_VECTOR]) => {
+                    return Ok(Outcome {
+                        exit: seen,
+                        result: GuestResult::GeneralProtection,
+                    });
+                }
+                VcpuExit::IoOut(OTHER_VECTOR_PORT, [vector]) => {
+                    return Err(HarnessError::UnexpectedVector(*vector));
+                }
+                VcpuExit::Hlt => return self.finish_hlt(code, is_read, seen),
+                other => return Err(HarnessError::UnexpectedExit(format!("{other:?}"))),
+            };
+            if let Some(first) = seen {
+                return Err(HarnessError::UnexpectedExit(format!(
+                    "second MSR exit {this:?} after {first:?}"
+                )));
+            }
+            seen = Some(this);
+            on_exit(&mut exit);
+        }
+        Err(HarnessError::UnexpectedExit(format!(
+            "no completion after {MAX_EXITS} exits"
+        )))
+    }
+
+    /// Convenience: [`GuestVm::run`] with an `on_exit` that leaves the exit
+    /// as the kernel preset it (`error = 0`, read `data = 0`: the kernel's
+    /// fail-open default).
+    pub fn run_raw(&mut self, access: MsrAccess) -> Result<Outcome, HarnessError> {
+        self.run(access, &mut |_| {})
+    }
+
+    /// Interprets a `hlt` exit: it must be the `hlt` right after the MSR
+    /// instruction, otherwise the guest went somewhere unexpected.
+    fn finish_hlt(
+        &self,
+        code: u16,
+        is_read: bool,
+        seen: Option<MsrExitSeen>,
+    ) -> Result<Outcome, HarnessError> {
+        let regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        // rip points past the 1-byte hlt.
+        let expected = u64::from(code) + MSR_INSN_LEN + 1;
+        if regs.rip != expected {
+            return Err(HarnessError::UnexpectedExit(format!(
+                "hlt at rip {:#x}, expected {expected:#x}",
+                regs.rip
+            )));
+        }
+        let value = is_read.then_some(((regs.rdx & 0xffff_ffff) << 32) | (regs.rax & 0xffff_ffff));
+        Ok(Outcome {
+            exit: seen,
+            result: GuestResult::Completed { value },
+        })
+    }
+}

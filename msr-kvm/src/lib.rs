@@ -1,0 +1,43 @@
+//! # msr-kvm
+//!
+//! The Linux KVM host for [`msr_core`]: a thin layer over `kvm-ioctls` that
+//!
+//! - owns a VM's MSR interception ([`MsrInterception`]): it enables user-space MSR exits
+//!   *before* any filter is installed, refuses to drop the FILTER exit while a filter is
+//!   installed, and removes the filter before the exits on teardown, so the kernel never turns a
+//!   denied access into a #GP behind your back;
+//! - installs [`msr_core::Filter`]s with bitmaps sized as the kernel reads them, and converts to
+//!   and from kvm-ioctls' and kvm-bindings' filter types ([`convert`]);
+//! - dispatches MSR exits to handlers ([`Dispatcher`]), failing closed: an exit nobody handles
+//!   becomes #GP in the guest;
+//! - ships a tiny real-mode [`guest`] harness used by the tests, the examples and `msrfilter`.
+//!
+//! ```no_run
+//! use kvm_ioctls::{Kvm, MsrExitReason};
+//! use msr_core::Policy;
+//! use msr_kvm::{handlers, Dispatcher, MsrInterception};
+//!
+//! let kvm = Kvm::new()?;
+//! let vm = kvm.create_vm()?;
+//! let policy = Policy::<16>::parse("default allow\n")?;
+//! let dispatcher = Dispatcher::builder(policy)
+//!     .handle(0x35, msr_core::Access::READ, handlers::Constant::new(0x0001_0001))?
+//!     .build()?;
+//! let mut msrs = MsrInterception::new(&kvm, &vm, MsrExitReason::empty())?;
+//! let lints = msrs.install(dispatcher.filter())?;
+//! assert!(lints.is_empty());
+//! // In the vCPU loop: `dispatcher.dispatch(vcpu_id, &mut exit)`.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod convert;
+mod dispatch;
+pub mod guest;
+pub mod handlers;
+mod intercept;
+
+pub use dispatch::{
+    BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault, HandlerStats,
+    MsrContext, MsrHandler, RouteStats, POLICY_CAPACITY,
+};
+pub use intercept::{KvmError, MsrInterception};

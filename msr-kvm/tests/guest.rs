@@ -1,0 +1,229 @@
+//! Tests of the guest harness against the real `/dev/kvm`.
+
+use kvm_bindings::{kvm_enable_cap, KVM_CAP_X86_USER_SPACE_MSR};
+use kvm_ioctls::{
+    MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit,
+};
+use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome};
+
+const TSC: u32 = 0x10;
+const FS_BASE: u32 = 0xC000_0100;
+const BOGUS: u32 = 0x474f_4f00;
+
+fn vm_or_skip() -> Option<GuestVm> {
+    if !kvm_available() {
+        println!("SKIPPED: no /dev/kvm");
+        return None;
+    }
+    Some(GuestVm::new().expect("GuestVm::new"))
+}
+
+fn enable_user_space_msr(vm: &GuestVm, reasons: MsrExitReason) {
+    let mut cap = kvm_enable_cap {
+        cap: KVM_CAP_X86_USER_SPACE_MSR,
+        ..Default::default()
+    };
+    cap.args[0] = u64::from(reasons.bits());
+    vm.vm()
+        .enable_cap(&cap)
+        .expect("enable KVM_CAP_X86_USER_SPACE_MSR");
+}
+
+/// Default allow; deny reads and writes of `count` MSRs from `base`.
+fn deny_range(vm: &GuestVm, base: u32, count: u32) {
+    // The kernel copies BITS_TO_LONGS(nmsrs) * 8 bytes, so the bitmap is
+    // allocated in whole u64s even for a single MSR.
+    let bitmap = vec![0u8; count.div_ceil(64) as usize * 8];
+    let range = MsrFilterRange {
+        flags: MsrFilterRangeFlags::READ | MsrFilterRangeFlags::WRITE,
+        base,
+        msr_count: count,
+        bitmap: &bitmap,
+    };
+    vm.vm()
+        .set_msr_filter(MsrFilterDefaultAction::ALLOW, &[range])
+        .expect("KVM_X86_SET_MSR_FILTER");
+}
+
+fn read(index: u32) -> MsrAccess {
+    MsrAccess::Read { index }
+}
+
+fn completed(value: Option<u64>) -> GuestResult {
+    GuestResult::Completed { value }
+}
+
+#[test]
+fn no_cap_no_filter() {
+    let Some(mut g) = vm_or_skip() else { return };
+
+    let tsc = g.run_raw(read(TSC)).unwrap();
+    println!("TSC: {tsc:?}");
+    assert_eq!(tsc.exit, None);
+    assert!(matches!(tsc.result, GuestResult::Completed { value: Some(v) } if v != 0));
+
+    let fs = g.run_raw(read(FS_BASE)).unwrap();
+    println!("FS_BASE: {fs:?}");
+    assert_eq!(fs.exit, None);
+    assert!(matches!(
+        fs.result,
+        GuestResult::Completed { value: Some(_) }
+    ));
+
+    let bogus = g.run_raw(read(BOGUS)).unwrap();
+    println!("bogus: {bogus:?}");
+    assert_eq!(
+        bogus,
+        Outcome {
+            exit: None,
+            result: GuestResult::GeneralProtection
+        }
+    );
+}
+
+#[test]
+fn user_space_msr_unknown() {
+    let Some(mut g) = vm_or_skip() else { return };
+    enable_user_space_msr(&g, MsrExitReason::all());
+    let expected_exit = Some(MsrExitSeen {
+        reason: MsrExitReason::Unknown,
+        index: BOGUS,
+        is_write: false,
+        data: 0,
+    });
+
+    let raw = g.run_raw(read(BOGUS)).unwrap();
+    println!("bogus, run_raw: {raw:?}");
+    assert_eq!(raw.exit, expected_exit);
+    assert_eq!(raw.result, completed(Some(0)), "kernel fail-open default");
+
+    let mut fail = |exit: &mut VcpuExit<'_>| {
+        if let VcpuExit::X86Rdmsr(e) = exit {
+            *e.error = 1;
+        }
+    };
+    let gp = g.run(read(BOGUS), &mut fail).unwrap();
+    println!("bogus, error=1: {gp:?}");
+    assert_eq!(gp.exit, expected_exit);
+    assert_eq!(gp.result, GuestResult::GeneralProtection);
+
+    let mut supply = |exit: &mut VcpuExit<'_>| {
+        if let VcpuExit::X86Rdmsr(e) = exit {
+            *e.data = 0x1122_3344_5566_7788;
+        }
+    };
+    let val = g.run(read(BOGUS), &mut supply).unwrap();
+    println!("bogus, data set: {val:?}");
+    assert_eq!(val.exit, expected_exit);
+    assert_eq!(val.result, completed(Some(0x1122_3344_5566_7788)));
+
+    // Known MSRs still never leave the kernel.
+    let tsc = g.run_raw(read(TSC)).unwrap();
+    assert_eq!(tsc.exit, None);
+}
+
+#[test]
+fn filter_denies_fs_base() {
+    let Some(mut g) = vm_or_skip() else { return };
+    enable_user_space_msr(&g, MsrExitReason::all());
+    deny_range(&g, FS_BASE, 1);
+
+    let r = g.run_raw(read(FS_BASE)).unwrap();
+    println!("FS_BASE read, filtered: {r:?}");
+    assert_eq!(
+        r.exit,
+        Some(MsrExitSeen {
+            reason: MsrExitReason::Filter,
+            index: FS_BASE,
+            is_write: false,
+            data: 0
+        })
+    );
+    assert_eq!(r.result, completed(Some(0)));
+
+    let w = g
+        .run_raw(MsrAccess::Write {
+            index: FS_BASE,
+            value: 0x1234,
+        })
+        .unwrap();
+    println!("FS_BASE write, filtered: {w:?}");
+    assert_eq!(
+        w.exit,
+        Some(MsrExitSeen {
+            reason: MsrExitReason::Filter,
+            index: FS_BASE,
+            is_write: true,
+            data: 0x1234
+        })
+    );
+    assert_eq!(w.result, completed(None));
+
+    // A write with both halves set reaches the exit as one 64-bit value.
+    let mut deny = |exit: &mut VcpuExit<'_>| {
+        if let VcpuExit::X86Wrmsr(e) = exit {
+            *e.error = 1;
+        }
+    };
+    let w = g
+        .run(
+            MsrAccess::Write {
+                index: FS_BASE,
+                value: 0xdead_beef_0000_1234,
+            },
+            &mut deny,
+        )
+        .unwrap();
+    assert_eq!(w.exit.map(|e| e.data), Some(0xdead_beef_0000_1234));
+    assert_eq!(w.result, GuestResult::GeneralProtection);
+
+    // MSRs outside the range are unaffected.
+    assert_eq!(g.run_raw(read(TSC)).unwrap().exit, None);
+}
+
+#[test]
+fn filter_without_cap_injects_gp() {
+    let Some(mut g) = vm_or_skip() else { return };
+    deny_range(&g, FS_BASE, 1);
+    let r = g.run_raw(read(FS_BASE)).unwrap();
+    println!("FS_BASE read, filter without cap: {r:?}");
+    assert_eq!(
+        r,
+        Outcome {
+            exit: None,
+            result: GuestResult::GeneralProtection
+        }
+    );
+}
+
+#[test]
+fn x2apic_range_is_not_filtered() {
+    // The harness VM has no in-kernel irqchip, so KVM itself fails x2APIC
+    // accesses; the filter over 0x800..0x900 is accepted but never consulted.
+    let Some(mut g) = vm_or_skip() else { return };
+    enable_user_space_msr(&g, MsrExitReason::Filter);
+    deny_range(&g, 0x800, 0x100);
+    let r = g.run_raw(read(0x808)).unwrap();
+    println!("x2APIC TPR read, filter over 0x800..0x900, FILTER only: {r:?}");
+    assert!(
+        r.exit.is_none_or(|e| e.reason != MsrExitReason::Filter),
+        "x2APIC MSRs must not produce FILTER exits: {r:?}"
+    );
+    assert_eq!(
+        r,
+        Outcome {
+            exit: None,
+            result: GuestResult::GeneralProtection
+        }
+    );
+
+    // Same filter with every reason enabled: the access leaves as INVAL, not
+    // FILTER, and the fail-open default hands the guest 0.
+    let Some(mut g) = vm_or_skip() else { return };
+    enable_user_space_msr(&g, MsrExitReason::all());
+    deny_range(&g, 0x800, 0x100);
+    let r = g.run_raw(read(0x808)).unwrap();
+    println!("x2APIC TPR read, same filter, all reasons: {r:?}");
+    assert_eq!(r.exit.map(|e| e.reason), Some(MsrExitReason::Inval));
+    assert_eq!(r.result, completed(Some(0)));
+}
