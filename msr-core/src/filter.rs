@@ -516,22 +516,29 @@ impl Filter {
         Ok(Filter::from_ranges(default, ranges))
     }
 
-    /// Builds a filter from ranges given as (flags, base, nmsrs) and a function giving the
-    /// action of MSR `index` in slot `slot`; used by the packer, whose output the kernel accepts
-    /// by construction.
+    /// Builds a filter from ranges given as (flags, base, nmsrs) and a function giving, for slot
+    /// `slot` and MSR `index`, the action there and for how many MSRs from `index` on it holds;
+    /// used by the packer, whose output the kernel accepts by construction.
     pub(crate) fn from_packed(
         default: Action,
         parts: &[(Access, u32, u32)],
-        bit: &dyn Fn(usize, u32) -> Action,
+        segment: &dyn Fn(usize, u32) -> (Action, u32),
     ) -> Filter {
         let mut ranges = [const { Range::EMPTY }; MAX_RANGES];
         for (slot, (out, &(flags, base, nmsrs))) in ranges.iter_mut().zip(parts).enumerate() {
             out.flags = flags;
             out.base = base;
             out.nmsrs = nmsrs;
-            for offset in 0..nmsrs {
-                out.bitmap[(offset / 64) as usize] |=
-                    bit(slot, base + offset).bit() << (offset % 64);
+            let mut offset = 0;
+            while offset < nmsrs {
+                let (action, len) = segment(slot, base + offset);
+                let len = len.clamp(1, nmsrs - offset);
+                if action == Action::Allow {
+                    for bit in offset..offset + len {
+                        out.bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+                    }
+                }
+                offset += len;
             }
         }
         Filter::from_ranges(default, ranges)

@@ -231,8 +231,21 @@ impl<const N: usize> Policy<N> {
                 }
             }
         };
+        // The action is constant between policy boundaries and range boundaries.
+        let segment = |slot: usize, index: u32| -> (Action, u32) {
+            let at = u64::from(index);
+            let mut end = target.next_boundary(at);
+            for r in ordered.iter() {
+                for b in [u64::from(r.first), u64::from(r.last) + 1] {
+                    if b > at && b < end {
+                        end = b;
+                    }
+                }
+            }
+            (bit(slot, index), u32::try_from(end - at).unwrap_or(u32::MAX))
+        };
         Ok(Packed {
-            filter: Filter::from_packed(default, &parts, &bit),
+            filter: Filter::from_packed(default, &parts, &segment),
             proven_minimal: solution.exact,
         })
     }
