@@ -36,13 +36,16 @@ extern crate std;
 
 pub mod abi;
 mod access;
+mod diff;
 mod filter;
 pub mod names;
 mod pack;
 mod parse;
 mod policy;
+pub mod storm;
 
 pub use access::{Access, AccessType, Action};
+pub use diff::{diff, Change, Diff};
 pub use filter::{
     Decider, Explanation, Filter, InvalidFilter, Lint, Lints, Range, RawFilter, RawRange,
 };

@@ -108,6 +108,9 @@ pub static MSR_NAMES: &[MsrName] = &[
     msr(0x0000_038f, "CORE_PERF_GLOBAL_CTRL", "Global performance counter enable"),
     msr(0x0000_0390, "CORE_PERF_GLOBAL_OVF_CTRL", "Global performance counter overflow clear"),
     msr(0x0000_03f1, "IA32_PEBS_ENABLE", "PEBS enable"),
+    msr(0x0000_03fc, "CORE_C3_RESIDENCY", "Core C3 residency counter"),
+    msr(0x0000_03fd, "CORE_C6_RESIDENCY", "Core C6 residency counter"),
+    msr(0x0000_03fe, "CORE_C7_RESIDENCY", "Core C7 residency counter"),
     msr(0x0000_0400, "IA32_MC0_CTL", "Machine-check bank 0 control"),
     msr(0x0000_0401, "IA32_MC0_STATUS", "Machine-check bank 0 status"),
     msr(0x0000_0402, "IA32_MC0_ADDR", "Machine-check bank 0 address"),
@@ -161,6 +164,7 @@ pub static MSR_NAMES: &[MsrName] = &[
     msr(0x0000_064d, "PLATFORM_ENERGY_STATUS", "Platform (PSys) energy consumed"),
     msr(0x0000_064e, "PPERF", "Productive performance count"),
     msr(0x0000_064f, "PERF_LIMIT_REASONS", "Frequency clipping reasons"),
+    msr(0x0000_0660, "CORE_C1_RES", "Core C1 residency counter"),
     // Control-flow enforcement.
     msr(0x0000_06a0, "IA32_U_CET", "User-mode CET configuration"),
     msr(0x0000_06a2, "IA32_S_CET", "Supervisor-mode CET configuration"),

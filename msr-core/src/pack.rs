@@ -242,7 +242,10 @@ impl<const N: usize> Policy<N> {
                     }
                 }
             }
-            (bit(slot, index), u32::try_from(end - at).unwrap_or(u32::MAX))
+            (
+                bit(slot, index),
+                u32::try_from(end - at).unwrap_or(u32::MAX),
+            )
         };
         Ok(Packed {
             filter: Filter::from_packed(default, &parts, &segment),
