@@ -459,12 +459,12 @@ impl Dispatcher {
                 .is_ok()
         {
             eprintln!(
-                "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {:?}) had no handler: {} (further such messages this second suppressed)",
+                "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {}) had no handler: {} (further such messages this second suppressed)",
                 ctx.vcpu,
                 if write.is_some() { "wrmsr" } else { "rdmsr" },
                 ctx.index,
                 NameSuffix(ctx.index),
-                ctx.reason,
+                reason_name(ctx.reason),
                 if ok { "completed by the configured route" } else { "#GP injected" },
             );
         }
@@ -542,6 +542,19 @@ impl Dispatcher {
             unhandled: self.route_stats.unhandled.load(Relaxed),
             faults: self.route_stats.faults.load(Relaxed),
         }
+    }
+}
+
+/// The kernel's name of an exit reason: FILTER, UNKNOWN or INVAL.
+pub fn reason_name(reason: MsrExitReason) -> &'static str {
+    if reason == MsrExitReason::Filter {
+        "FILTER"
+    } else if reason == MsrExitReason::Unknown {
+        "UNKNOWN"
+    } else if reason == MsrExitReason::Inval {
+        "INVAL"
+    } else {
+        "(unknown reason)"
     }
 }
 

@@ -24,6 +24,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, MsrExitReason, VcpuExit, VcpuFd, VmFd};
@@ -233,7 +234,7 @@ fn guest_image() -> Vec<u8> {
 pub struct GuestVm {
     // Field order is drop order: vCPU and VM go before the memory they use.
     vcpu: VcpuFd,
-    vm: VmFd,
+    vm: Arc<VmFd>,
     kvm: Kvm,
     _mem: GuestMem,
 }
@@ -283,7 +284,7 @@ impl GuestVm {
 
         Ok(Self {
             vcpu,
-            vm,
+            vm: Arc::new(vm),
             kvm,
             _mem: mem,
         })
@@ -298,6 +299,12 @@ impl GuestVm {
     /// MSR filter before calling [`GuestVm::run`].
     pub fn vm(&self) -> &VmFd {
         &self.vm
+    }
+
+    /// The VM fd, shared: hand it to an owner that outlives borrows, such as
+    /// [`MsrInterception`](crate::MsrInterception), while this harness keeps running accesses.
+    pub fn shared_vm(&self) -> Arc<VmFd> {
+        Arc::clone(&self.vm)
     }
 
     /// Runs one access. Each `KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR`

@@ -32,12 +32,14 @@
 
 pub mod convert;
 mod dispatch;
+pub mod emit;
 pub mod guest;
 pub mod handlers;
 mod intercept;
+pub mod json;
 
 pub use dispatch::{
-    BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault, HandlerStats,
-    MsrContext, MsrHandler, RouteStats, POLICY_CAPACITY,
+    reason_name, BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault,
+    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteStats, POLICY_CAPACITY,
 };
 pub use intercept::{KvmError, MsrInterception};

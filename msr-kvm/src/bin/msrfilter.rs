@@ -1,2 +1,0 @@
-//! `msrfilter`: check, explain and verify MSR filter policies, and demo them on the real kernel.
-fn main() {}

@@ -1,0 +1,432 @@
+//! A raw filter as JSON, both ways: one documented form of `struct kvm_msr_filter`.
+//!
+//! ```json
+//! {"default": "deny",
+//!  "ranges": [{"flags": ["read", "write"], "base": "0xc0000080", "nmsrs": 5,
+//!              "bitmap": "1f00000000000000"}]}
+//! ```
+//!
+//! - `default`: `"allow"` or `"deny"`, or the raw integer of `kvm_msr_filter.flags` (so that a
+//!   filter another VMM passed to the kernel, invalid flags included, can be described exactly).
+//! - `ranges`: at most 16 slots, in the kernel's order; a range with `nmsrs` 0 is an empty slot.
+//! - `flags`: a list of `"read"`/`"write"`, or the raw integer of the range's flags.
+//! - `base`, `nmsrs`: a JSON number or a `"0x..."` string.
+//! - `bitmap`: the hex of the bytes exactly as the kernel reads them, `ceil(nmsrs / 64) * 8`
+//!   bytes (at most 0x600); bit `i % 8` of byte `i / 8` is MSR `base + i`; 1 = allow.
+//!
+//! Output ([`to_json`]) uses the names (`"allow"`, `["read"]`) and lists slots up to the last
+//! non-empty one. Input ([`RawFilterJson::parse`]) gives the raw filter; the kernel's verdict on
+//! it is [`RawFilterJson::filter`].
+
+use std::fmt;
+
+use msr_core::{abi, Access, Action, Filter, InvalidFilter, RawFilter, RawRange};
+use serde_json::{json, Map, Value};
+
+use crate::convert::bitmap_bytes;
+
+/// The JSON form of a filter.
+pub fn to_json(filter: &Filter) -> Value {
+    let last_used = filter.used_ranges().map(|(slot, _)| slot).last();
+    let ranges: Vec<Value> = filter.ranges()[..last_used.map_or(0, |s| s + 1)]
+        .iter()
+        .map(|r| {
+            let mut flags = Vec::new();
+            if r.flags().contains(Access::READ) {
+                flags.push("read");
+            }
+            if r.flags().contains(Access::WRITE) {
+                flags.push("write");
+            }
+            json!({
+                "flags": flags,
+                "base": format!("{:#x}", r.base()),
+                "nmsrs": r.nmsrs(),
+                "bitmap": hex(bitmap_bytes(r)),
+            })
+        })
+        .collect();
+    json!({ "default": filter.default_action().as_str(), "ranges": ranges })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One range read from JSON: raw values, as another program might pass them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawRangeJson {
+    /// Raw range flags.
+    pub flags: u32,
+    /// First MSR.
+    pub base: u32,
+    /// MSR count.
+    pub nmsrs: u32,
+    /// Bitmap bytes.
+    pub bitmap: Vec<u8>,
+}
+
+/// A filter read from JSON: raw values, not yet judged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFilterJson {
+    /// Raw filter flags.
+    pub flags: u32,
+    /// The slots, in order.
+    pub ranges: Vec<RawRangeJson>,
+}
+
+/// Why JSON does not describe a filter; names the range and the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JsonError {
+    /// Not JSON at all.
+    Syntax(String),
+    /// The top level is not an object with `default` and `ranges`.
+    Shape(&'static str),
+    /// More than 16 ranges.
+    TooManyRanges {
+        /// How many.
+        count: usize,
+    },
+    /// A field of a range (or `default`, with `range` None) has a bad value.
+    Field {
+        /// The range index, or None for the filter's own fields.
+        range: Option<usize>,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl fmt::Display for JsonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JsonError::Syntax(e) => write!(f, "not valid JSON: {e}"),
+            JsonError::Shape(what) => write!(f, "not a filter: {what}"),
+            JsonError::TooManyRanges { count } => write!(
+                f,
+                "{count} ranges, but struct kvm_msr_filter has {} slots",
+                abi::MAX_RANGES
+            ),
+            JsonError::Field {
+                range: Some(r),
+                field,
+                problem,
+            } => write!(f, "range {r}, field `{field}`: {problem}"),
+            JsonError::Field {
+                range: None,
+                field,
+                problem,
+            } => write!(f, "field `{field}`: {problem}"),
+        }
+    }
+}
+
+impl std::error::Error for JsonError {}
+
+fn field_err(range: Option<usize>, field: &'static str, problem: impl Into<String>) -> JsonError {
+    JsonError::Field {
+        range,
+        field,
+        problem: problem.into(),
+    }
+}
+
+/// A u32 given as a JSON number or a `"0x..."` (or decimal) string.
+fn number(v: &Value, range: Option<usize>, field: &'static str) -> Result<u32, JsonError> {
+    let parsed = match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(h) => u32::from_str_radix(h, 16).ok(),
+            None => s.parse().ok(),
+        },
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        field_err(
+            range,
+            field,
+            format!("{v} is not a 32-bit number (a JSON number or a \"0x...\" string)"),
+        )
+    })
+}
+
+fn get<'a>(
+    obj: &'a Map<String, Value>,
+    range: Option<usize>,
+    field: &'static str,
+) -> Result<&'a Value, JsonError> {
+    obj.get(field)
+        .ok_or_else(|| field_err(range, field, "missing"))
+}
+
+impl RawFilterJson {
+    /// Reads the JSON form. Refuses more than 16 ranges, a bitmap that is not hex or not
+    /// exactly `ceil(nmsrs / 64) * 8` bytes (capped at 0x600), and values of the wrong type,
+    /// naming the range and the field; anything else (invalid flags, too many MSRs, DENY without
+    /// ranges) is kept for [`filter`](Self::filter) to judge as the kernel would.
+    pub fn parse(text: &str) -> Result<RawFilterJson, JsonError> {
+        let v: Value = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let obj = v
+            .as_object()
+            .ok_or(JsonError::Shape("the top level must be an object"))?;
+        for key in obj.keys() {
+            if key != "default" && key != "ranges" {
+                return Err(field_err(
+                    None,
+                    "(unknown)",
+                    format!("unexpected field `{key}`"),
+                ));
+            }
+        }
+        let flags = match get(obj, None, "default")? {
+            Value::String(s) if s == "allow" => abi::DEFAULT_ALLOW,
+            Value::String(s) if s == "deny" => abi::DEFAULT_DENY,
+            other @ Value::Number(_) => number(other, None, "default")?,
+            other => {
+                return Err(field_err(
+                    None,
+                    "default",
+                    format!("{other} is not \"allow\", \"deny\" or an integer"),
+                ))
+            }
+        };
+        let ranges = get(obj, None, "ranges")?
+            .as_array()
+            .ok_or_else(|| field_err(None, "ranges", "must be a list"))?;
+        if ranges.len() > abi::MAX_RANGES {
+            return Err(JsonError::TooManyRanges {
+                count: ranges.len(),
+            });
+        }
+        let mut out = Vec::with_capacity(ranges.len());
+        for (i, r) in ranges.iter().enumerate() {
+            let at = Some(i);
+            let r = r
+                .as_object()
+                .ok_or_else(|| field_err(at, "(range)", "must be an object"))?;
+            for key in r.keys() {
+                if !["flags", "base", "nmsrs", "bitmap"].contains(&key.as_str()) {
+                    return Err(field_err(
+                        at,
+                        "(unknown)",
+                        format!("unexpected field `{key}`"),
+                    ));
+                }
+            }
+            let flags = match get(r, at, "flags")? {
+                Value::Array(list) => {
+                    let mut bits = 0;
+                    for item in list {
+                        bits |= match item.as_str() {
+                            Some("read") => abi::RANGE_READ,
+                            Some("write") => abi::RANGE_WRITE,
+                            _ => {
+                                return Err(field_err(
+                                    at,
+                                    "flags",
+                                    format!("{item} is not \"read\" or \"write\""),
+                                ))
+                            }
+                        };
+                    }
+                    bits
+                }
+                other @ Value::Number(_) => number(other, at, "flags")?,
+                other => {
+                    return Err(field_err(
+                        at,
+                        "flags",
+                        format!("{other} is not a list of \"read\"/\"write\" or an integer"),
+                    ))
+                }
+            };
+            let base = number(get(r, at, "base")?, at, "base")?;
+            let nmsrs = number(get(r, at, "nmsrs")?, at, "nmsrs")?;
+            let hex = get(r, at, "bitmap")?
+                .as_str()
+                .ok_or_else(|| field_err(at, "bitmap", "must be a hex string"))?;
+            let bitmap = unhex(hex).map_err(|p| field_err(at, "bitmap", p))?;
+            let want = abi::bitmap_bytes(nmsrs).min(abi::MAX_BITMAP_BYTES);
+            if nmsrs > 0 && bitmap.len() != want {
+                return Err(field_err(
+                    at,
+                    "bitmap",
+                    format!(
+                        "{} bytes, but for nmsrs {nmsrs} the kernel reads {want} (ceil(nmsrs / 64) * 8)",
+                        bitmap.len()
+                    ),
+                ));
+            }
+            out.push(RawRangeJson {
+                flags,
+                base,
+                nmsrs,
+                bitmap,
+            });
+        }
+        Ok(RawFilterJson { flags, ranges: out })
+    }
+
+    /// The kernel's verdict: the filter it would install, or why it would refuse it.
+    pub fn filter(&self) -> Result<Filter, InvalidFilter> {
+        let ranges: Vec<RawRange<'_>> = self
+            .ranges
+            .iter()
+            .map(|r| RawRange {
+                flags: r.flags,
+                nmsrs: r.nmsrs,
+                base: r.base,
+                bitmap: &r.bitmap,
+            })
+            .collect();
+        Filter::from_raw(&RawFilter {
+            flags: self.flags,
+            ranges: &ranges,
+        })
+    }
+}
+
+fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err(format!(
+            "{} hex digits: not a whole number of bytes",
+            s.len()
+        ));
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            s.get(i..i + 2)
+                .and_then(|d| u8::from_str_radix(d, 16).ok())
+                .ok_or_else(|| {
+                    format!(
+                        "`{}` at offset {i} is not hex",
+                        s.get(i..i + 2).unwrap_or("?")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The JSON of one decision, for `explain --format json`.
+pub fn explanation_json(
+    index: u32,
+    access: msr_core::AccessType,
+    e: &msr_core::Explanation,
+) -> Value {
+    let (decider, detail) = match e.decider {
+        msr_core::Decider::X2apic => ("x2apic", Value::Null),
+        msr_core::Decider::Default => ("default", Value::Null),
+        msr_core::Decider::NoFilter => ("no-filter", Value::Null),
+        msr_core::Decider::Range { slot, bit } => ("range", json!({ "slot": slot, "bit": bit })),
+    };
+    json!({
+        "msr": format!("{index:#x}"),
+        "name": msr_core::names::name_of(index),
+        "access": access.as_str(),
+        "decision": match e.action { Action::Allow => "allow", Action::Deny => "deny" },
+        "decided_by": decider,
+        "range": detail,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use msr_core::Policy;
+    use proptest::prelude::*;
+
+    #[test]
+    fn round_trip_pack_to_json_and_back() {
+        let policy: Policy<8> =
+            Policy::parse("default deny\nallow rw 0x0+0x100\ndeny w 0x48\nallow r 0xc0000080+5")
+                .unwrap();
+        let filter = policy.pack().unwrap().filter;
+        let text = to_json(&filter).to_string();
+        let back = RawFilterJson::parse(&text).unwrap().filter().unwrap();
+        assert_eq!(back, filter);
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        let raw = RawFilterJson::parse(
+            r#"{"default": "deny", "ranges": [{"flags": ["read", "write"], "base": "0xc0000080", "nmsrs": 5, "bitmap": "1f00000000000000"}]}"#,
+        )
+        .unwrap();
+        let f = raw.filter().unwrap();
+        assert_eq!(
+            f.decide(0xc000_0084, msr_core::AccessType::Write),
+            Action::Allow
+        );
+        assert_eq!(
+            f.decide(0xc000_0085, msr_core::AccessType::Write),
+            Action::Deny
+        );
+    }
+
+    #[test]
+    fn errors_name_range_and_field() {
+        let cases = [
+            (r#"{"default": "maybe", "ranges": []}"#, "field `default`"),
+            (
+                r#"{"default": 0, "ranges": [{"flags": 1, "base": 1, "nmsrs": 1, "bitmap": "00"}]}"#,
+                "range 0, field `bitmap`: 1 bytes",
+            ),
+            (
+                r#"{"default": 0, "ranges": [{"flags": 1, "base": 1, "nmsrs": 1, "bitmap": "zz00000000000000"}]}"#,
+                "range 0, field `bitmap`: `zz`",
+            ),
+            (
+                r#"{"default": 0, "ranges": [{"flags": ["exec"], "base": 1, "nmsrs": 1, "bitmap": ""}]}"#,
+                "range 0, field `flags`",
+            ),
+            (
+                r#"{"default": 0, "ranges": [{"flags": 1, "base": "0x1g", "nmsrs": 1, "bitmap": ""}]}"#,
+                "range 0, field `base`",
+            ),
+            (
+                r#"{"default": 0, "ranges": [{"flags": 1, "base": 1, "bitmap": ""}]}"#,
+                "range 0, field `nmsrs`: missing",
+            ),
+            (r#"[1]"#, "not a filter"),
+            (r#"{"#, "not valid JSON"),
+        ];
+        for (text, want) in cases {
+            let e = RawFilterJson::parse(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let many = format!(
+            r#"{{"default": 0, "ranges": [{}]}}"#,
+            vec![r#"{"flags": 1, "base": 1, "nmsrs": 0, "bitmap": ""}"#; 17].join(",")
+        );
+        assert_eq!(
+            RawFilterJson::parse(&many),
+            Err(JsonError::TooManyRanges { count: 17 })
+        );
+        // Raw invalid values are kept for the kernel's verdict.
+        let raw = RawFilterJson::parse(r#"{"default": 2, "ranges": []}"#).unwrap();
+        assert_eq!(raw.filter(), Err(InvalidFilter::FilterFlags { flags: 2 }));
+    }
+
+    proptest! {
+        #[test]
+        fn parser_never_panics(text in "\\PC{0,200}") {
+            let _ = RawFilterJson::parse(&text);
+        }
+
+        #[test]
+        fn parser_never_panics_on_filter_like_json(
+            default in prop_oneof![Just("\"allow\"".to_string()), Just("\"deny\"".to_string()), any::<i64>().prop_map(|n| n.to_string())],
+            flags in prop_oneof![Just("[\"read\"]".to_string()), any::<i64>().prop_map(|n| n.to_string()), Just("\"x\"".to_string())],
+            base in prop_oneof![any::<u64>().prop_map(|n| n.to_string()), "\"0x[0-9a-g]{0,10}\""],
+            nmsrs in prop_oneof![(0u64..0x4000).prop_map(|n| n.to_string()), any::<i64>().prop_map(|n| n.to_string())],
+            bitmap in "[0-9a-fz]{0,40}",
+        ) {
+            let text = format!(r#"{{"default": {default}, "ranges": [{{"flags": {flags}, "base": {base}, "nmsrs": {nmsrs}, "bitmap": "{bitmap}"}}]}}"#);
+            if let Ok(raw) = RawFilterJson::parse(&text) {
+                let _ = raw.filter();
+            }
+        }
+    }
+}
