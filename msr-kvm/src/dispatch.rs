@@ -459,7 +459,7 @@ impl Dispatcher {
                 .is_ok()
         {
             eprintln!(
-                "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {}) had no handler: {} (further such messages this second suppressed)",
+                "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
                 ctx.vcpu,
                 if write.is_some() { "wrmsr" } else { "rdmsr" },
                 ctx.index,

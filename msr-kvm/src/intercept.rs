@@ -145,12 +145,20 @@ impl<V: Borrow<VmFd>> MsrInterception<V> {
         Ok(())
     }
 
-    /// Installs (or atomically replaces) the VM's filter. When the call returns, every later
-    /// guest access is judged by it. Returns the filter's lints: what the kernel accepts but
+    /// Installs (or atomically replaces) the VM's filter, first re-enabling the FILTER exit if it
+    /// was dropped while no filter was installed. When the call returns, every later guest access
+    /// is judged by it. Returns the filter's lints: what the kernel accepts but
     /// ignores (see [`Filter::lints`]); a packed filter has none.
     ///
     /// Installing [`Filter::unfiltered`] removes filtering.
     pub fn install(&mut self, filter: &Filter) -> Result<Lints, KvmError> {
+        if !filter.is_unfiltered() && !self.exits.contains(MsrExitReason::Filter) {
+            // FILTER was dropped while no filter was installed: enable it again first, or the
+            // kernel would turn denied accesses into #GP.
+            let exits = self.exits | MsrExitReason::Filter;
+            enable_exits(self.vm.borrow(), exits)?;
+            self.exits = exits;
+        }
         let raw = KvmFilter::new(filter);
         // SAFETY: every non-empty range's bitmap pointer points into `filter`, borrowed for the
         // call, with ceil(nmsrs / 64) * 8 readable bytes; a `Filter` passes the kernel's checks.
