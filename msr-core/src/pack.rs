@@ -78,6 +78,9 @@ pub enum PackError {
         /// Whether the policy's own default action needs ranges too (the filter's default
         /// action had to be the other one).
         default_needs_ranges: bool,
+        /// The rule that forced the filter's default action away from the policy's: it decides
+        /// MSR 0xffffffff, which only the default action can decide.
+        default_forced_by: Option<usize>,
     },
 }
 
@@ -111,6 +114,7 @@ impl fmt::Display for PackError {
                 needed,
                 rules,
                 default_needs_ranges,
+                default_forced_by,
             } => {
                 write!(
                     f,
@@ -127,6 +131,12 @@ impl fmt::Display for PackError {
                 }
                 if *default_needs_ranges {
                     write!(f, "{sep}the policy's default action")?;
+                }
+                if let Some(rule) = default_forced_by {
+                    write!(
+                        f,
+                        " (the filter cannot take the policy's default action because rule {rule} decides MSR 0xffffffff, which no range can cover)"
+                    )?;
                 }
                 Ok(())
             }
@@ -192,10 +202,24 @@ impl<const N: usize> Policy<N> {
             });
         };
         if solution.cost.ranges as usize > MAX_RANGES {
+            let forced = default != self.default_action();
+            let default_forced_by = if forced {
+                AccessType::ALL
+                    .iter()
+                    .find_map(|&a| self.deciding_rule(u32::MAX, a))
+                    .filter(|_| {
+                        AccessType::ALL
+                            .iter()
+                            .any(|&a| self.decide(u32::MAX, a) != self.default_action())
+                    })
+            } else {
+                None
+            };
             return Err(PackError::TooManyRanges {
                 needed: solution.cost.ranges as usize,
                 rules: self.rules_needing_ranges(default),
-                default_needs_ranges: default != self.default_action(),
+                default_needs_ranges: forced,
+                default_forced_by,
             });
         }
         // Single-access ranges first: where they overlap a READ|WRITE range they take their
@@ -994,7 +1018,7 @@ mod kernel_geometry_tests {
                         policy.decide(u32::MAX, AccessType::Write)
                     );
                 }
-                Err(PackError::TooManyRanges { needed, rules, default_needs_ranges }) => {
+                Err(PackError::TooManyRanges { needed, rules, default_needs_ranges, .. }) => {
                     prop_assert!(needed > 16);
                     prop_assert!(!rules.is_empty() || default_needs_ranges);
                 }
@@ -1060,6 +1084,25 @@ mod kernel_geometry_tests {
         assert_eq!(*needed, 17);
         assert_eq!(rules.len(), 16, "the first 16 rules are named");
         assert!(std::format!("{err}").starts_with("the policy needs 17 kernel ranges"));
+    }
+
+    #[test]
+    fn too_many_ranges_names_the_rule_that_forced_the_default() {
+        let policy: Policy<1> = Policy::parse("default allow\ndeny rw 0xffffffff").unwrap();
+        let err = policy.pack().unwrap_err();
+        let PackError::TooManyRanges {
+            default_forced_by,
+            default_needs_ranges,
+            ..
+        } = &err
+        else {
+            panic!("{err}")
+        };
+        assert_eq!((*default_forced_by, *default_needs_ranges), (Some(0), true));
+        assert!(
+            std::format!("{err}").contains("rule 0 decides MSR 0xffffffff"),
+            "{err}"
+        );
     }
 
     #[test]
