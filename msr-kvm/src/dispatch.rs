@@ -37,6 +37,10 @@ pub trait MsrHandler: Send + Sync {
     fn read(&self, ctx: &MsrContext) -> Result<u64, Fault>;
     /// `wrmsr` of `value`.
     fn write(&self, ctx: &MsrContext, value: u64) -> Result<(), Fault>;
+    /// A short name of the kind of handler, for statistics and logs.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
 }
 
 impl<H: MsrHandler + ?Sized> MsrHandler for Arc<H> {
@@ -45,6 +49,9 @@ impl<H: MsrHandler + ?Sized> MsrHandler for Arc<H> {
     }
     fn write(&self, ctx: &MsrContext, value: u64) -> Result<(), Fault> {
         (**self).write(ctx, value)
+    }
+    fn kind(&self) -> &'static str {
+        (**self).kind()
     }
 }
 
@@ -327,6 +334,8 @@ pub struct HandlerStats {
     pub name: Option<&'static str>,
     /// The accesses it takes.
     pub access: Access,
+    /// The handler's [`kind`](MsrHandler::kind).
+    pub kind: &'static str,
     /// Read exits it handled.
     pub reads: u64,
     /// Write exits it handled.
@@ -527,6 +536,7 @@ impl Dispatcher {
                     None
                 },
                 access: e.access,
+                kind: e.handler.kind(),
                 reads: e.stats.reads.load(Relaxed),
                 writes: e.stats.writes.load(Relaxed),
                 faults: e.stats.faults.load(Relaxed),

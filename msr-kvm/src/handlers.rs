@@ -22,6 +22,9 @@ impl Constant {
 }
 
 impl MsrHandler for Constant {
+    fn kind(&self) -> &'static str {
+        "constant"
+    }
     fn read(&self, _: &MsrContext) -> Result<u64, Fault> {
         Ok(self.value)
     }
@@ -54,6 +57,9 @@ impl<H: MsrHandler> ReadOnly<H> {
 }
 
 impl<H: MsrHandler> MsrHandler for ReadOnly<H> {
+    fn kind(&self) -> &'static str {
+        "read-only"
+    }
     fn read(&self, ctx: &MsrContext) -> Result<u64, Fault> {
         self.inner.read(ctx)
     }
@@ -71,6 +77,9 @@ impl<H: MsrHandler> MsrHandler for ReadOnly<H> {
 pub struct WriteIgnore;
 
 impl MsrHandler for WriteIgnore {
+    fn kind(&self) -> &'static str {
+        "write-ignore"
+    }
     fn read(&self, _: &MsrContext) -> Result<u64, Fault> {
         Err(Fault)
     }
@@ -102,6 +111,9 @@ impl Shadow {
 }
 
 impl MsrHandler for Shadow {
+    fn kind(&self) -> &'static str {
+        "shadow"
+    }
     fn read(&self, ctx: &MsrContext) -> Result<u64, Fault> {
         self.value(ctx.vcpu).ok_or(Fault)
     }
@@ -156,6 +168,9 @@ impl HostPassthrough {
 }
 
 impl MsrHandler for HostPassthrough {
+    fn kind(&self) -> &'static str {
+        "host-passthrough"
+    }
     fn read(&self, ctx: &MsrContext) -> Result<u64, Fault> {
         let mut buf = [0u8; 8];
         self.file
@@ -198,6 +213,9 @@ impl<H: MsrHandler> Counting<H> {
 }
 
 impl<H: MsrHandler> MsrHandler for Counting<H> {
+    fn kind(&self) -> &'static str {
+        "counting"
+    }
     fn read(&self, ctx: &MsrContext) -> Result<u64, Fault> {
         self.reads.fetch_add(1, Relaxed);
         self.inner.read(ctx)

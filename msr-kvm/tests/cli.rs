@@ -71,10 +71,15 @@ struct TempPolicy(PathBuf);
 
 impl TempPolicy {
     fn new(name: &str, text: &str) -> TempPolicy {
+        TempPolicy::with_extension(name, "policy", text)
+    }
+
+    /// A file with another extension (`json` for raw filters).
+    fn with_extension(name: &str, extension: &str, text: &str) -> TempPolicy {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!(
-            "msrfilter-cli-{}-{n}-{name}.policy",
+            "msrfilter-cli-{}-{n}-{name}.{extension}",
             std::process::id()
         ));
         std::fs::write(&path, text).unwrap();
@@ -142,9 +147,17 @@ fn check_prints_the_packed_filter() {
         out.contains("total: 3 ranges, 48 bitmap bytes; proven_minimal: yes"),
         "{run:?}"
     );
+    // A packed filter has no lints (they all begin `range N`); its only warning is the exit
+    // storm of the SPEC_CTRL writes it denies.
     assert!(
-        !out.contains("warning:"),
+        !out.contains("warning: range "),
         "a packed filter has no lints: {run:?}"
+    );
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{run:?}");
+    assert!(
+        warnings[0].starts_with("warning: IA32_SPEC_CTRL 0x48 is denied for writes: "),
+        "{run:?}"
     );
     assert_eq!(out.lines().last(), Some("ok"), "{run:?}");
     assert!(run.stderr.is_empty(), "{run:?}");
@@ -495,4 +508,623 @@ fn demo_refuses_an_invalid_policy() {
         "{run:?}"
     );
     assert!(run.stderr.contains("x2APIC"), "{run:?}");
+}
+
+/// The lines of a `check` output from the `filter:` line to the `total:` line, inclusive of
+/// neither's suffix: the default action and the range table, then the totals up to `;`.
+fn filter_table(out: &str) -> Vec<String> {
+    let mut lines: Vec<String> = out
+        .lines()
+        .skip_while(|l| !l.starts_with("filter: "))
+        .take_while(|l| !l.starts_with("total: "))
+        .map(str::to_string)
+        .collect();
+    let total = out
+        .lines()
+        .find(|l| l.starts_with("total: "))
+        .unwrap_or_else(|| panic!("no total in:\n{out}"));
+    lines.push(total.split(';').next().unwrap().to_string());
+    lines
+}
+
+fn json_of(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {run:?}"))
+}
+
+#[test]
+fn pack_emit_json_round_trips_through_check_raw() {
+    let p = TempPolicy::new("pack-json", GOOD);
+    let packed = msrfilter(&["pack", p.path(), "--emit", "json"]);
+    assert_eq!(packed.status, 0, "{packed:?}");
+    assert!(packed.stderr.is_empty(), "{packed:?}");
+    // Pretty-printed: more than one line.
+    assert!(packed.stdout.lines().count() > 3, "{packed:?}");
+    let emitted = json_of(&packed);
+    let raw = TempPolicy::with_extension("pack-json", "json", &packed.stdout);
+
+    let checked = msrfilter(&["check", "--raw", raw.path()]);
+    assert_eq!(checked.status, 0, "{checked:?}");
+    assert!(
+        checked.stdout.starts_with(&format!(
+            "{}: raw filter, 3 slots given; the kernel accepts it\n",
+            raw.path()
+        )),
+        "{checked:?}"
+    );
+    let policy = msrfilter(&["check", p.path()]);
+    assert_eq!(policy.status, 0, "{policy:?}");
+    let table = filter_table(&checked.stdout);
+    assert_eq!(table, filter_table(&policy.stdout), "{checked:?}");
+    assert_eq!(table.last().unwrap(), "total: 3 ranges, 48 bitmap bytes");
+    assert_eq!(checked.stdout.lines().last(), Some("ok"), "{checked:?}");
+
+    // The same filter, from standard input too, and in check's JSON.
+    let run = msrfilter_with_stdin(
+        &["check", "--raw", "-", "--format", "json"],
+        Some(&packed.stdout),
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    let report = json_of(&run);
+    assert_eq!(report["accepted"], true, "{run:?}");
+    assert_eq!(report["filter"], emitted, "{run:?}");
+    assert_eq!(report["ranges"], 3, "{run:?}");
+    assert_eq!(report["bitmap_bytes"], 48, "{run:?}");
+}
+
+#[test]
+fn pack_emit_c_and_rust() {
+    let p = TempPolicy::new("pack-c", GOOD);
+    let run = msrfilter(&["pack", p.path(), "--emit", "c"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("_fill(struct kvm_msr_filter *filter)"),
+        "{run:?}"
+    );
+    assert!(run.stdout.contains("#include <linux/kvm.h>"), "{run:?}");
+    // The policy text rides along in a comment.
+    assert!(
+        run.stdout.contains(" *   deny w  IA32_SPEC_CTRL"),
+        "{run:?}"
+    );
+
+    // The default name is the file's stem, made an identifier.
+    let run = msrfilter(&["pack", &example("selftest-deny.policy"), "--emit", "c"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("static inline void selftest_deny_fill(struct kvm_msr_filter *filter)"),
+        "{run:?}"
+    );
+    let run = msrfilter(&["pack", p.path(), "--emit", "c", "--name", "my-vmm"]);
+    assert!(
+        run.stdout
+            .contains("static inline void my_vmm_fill(struct kvm_msr_filter *filter)"),
+        "{run:?}"
+    );
+
+    let run = msrfilter(&["pack", p.path(), "--emit", "rust"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout.contains("_FILTER: msr_core::RawFilter<'static>"),
+        "{run:?}"
+    );
+    let run = msrfilter_with_stdin(
+        &["pack", "-", "--emit", "rust", "--name", "demo"],
+        Some(GOOD),
+    );
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("pub const DEMO_FILTER: msr_core::RawFilter<'static>"),
+        "{run:?}"
+    );
+    let run = msrfilter_with_stdin(&["pack", "-", "--emit", "rust"], Some(GOOD));
+    assert!(
+        run.stdout
+            .contains("pub const POLICY_FILTER: msr_core::RawFilter<'static>"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn pack_emit_c_compiles_pedantically() {
+    let dir = std::env::temp_dir().join(format!("msrfilter-cli-{}-cc", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = msrfilter(&["pack", &example("selftest-deny.policy"), "--emit", "c"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    std::fs::write(dir.join("selftest_deny.h"), &run.stdout).unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        "#include \"selftest_deny.h\"\n\
+         int main(void)\n{\n    struct kvm_msr_filter filter;\n\
+         selftest_deny_fill(&filter);\n    return filter.flags == KVM_MSR_FILTER_DEFAULT_DENY ? 0 : 1;\n}\n",
+    )
+    .unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let exe = dir.join("main");
+    let out = Command::new(&cc)
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg(dir.join("main.c"))
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(
+        out.status.success(),
+        "the header does not compile cleanly:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = Command::new(&exe).status().unwrap();
+    assert!(status.success(), "the filled filter is not DEFAULT_DENY");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pack_refuses_what_check_refuses() {
+    let p = TempPolicy::new(
+        "pack-x2apic",
+        "default allow\n\ndeny rw 0x800-0x80f  # no\n",
+    );
+    for emit in ["json", "c", "rust"] {
+        let run = msrfilter(&["pack", p.path(), "--emit", emit]);
+        assert_eq!(run.status, 1, "{emit}: {run:?}");
+        assert!(run.stdout.is_empty(), "{emit}: {run:?}");
+        assert_eq!(run.stderr, msrfilter(&["check", p.path()]).stderr, "{emit}");
+        assert!(
+            run.stderr.starts_with(&format!("{}: rule 0 ", p.path())),
+            "{run:?}"
+        );
+        assert!(run.stderr.contains("x2APIC"), "{run:?}");
+    }
+    let p = TempPolicy::new("pack-bad", "default deny\nallow x 0x10\n");
+    let run = msrfilter(&["pack", p.path(), "--emit", "json"]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!("{}:2:7: ", p.path())),
+        "{run:?}"
+    );
+    let run = msrfilter(&["pack", p.path()]);
+    assert_eq!(run.status, 2, "--emit is required: {run:?}");
+    let run = msrfilter(&["pack", p.path(), "--emit", "go"]);
+    assert_eq!(run.status, 2, "{run:?}");
+}
+
+#[test]
+fn check_raw_names_the_kernel_rule_a_filter_breaks() {
+    let path = example("invalid.json");
+    let run = msrfilter(&["check", "--raw", &path]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "{path}: the kernel would refuse this filter: KVM_X86_SET_MSR_FILTER fails with \
+             EINVAL: range 1 has flags 0x4, with bits other than READ (1) and WRITE (2) (EINVAL)\n"
+        ),
+        "{run:?}"
+    );
+
+    let run = msrfilter(&["check", "--raw", &path, "--format", "json"]);
+    assert_eq!(run.status, 1, "{run:?}");
+    let report = json_of(&run);
+    assert_eq!(report["accepted"], false, "{run:?}");
+    assert_eq!(report["error"]["errno"], "EINVAL", "{run:?}");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("range 1 has flags 0x4"),
+        "{run:?}"
+    );
+    assert!(report["filter"].is_null(), "{run:?}");
+    assert_eq!(report["ranges"], 2, "{run:?}");
+
+    // DEFAULT_DENY without ranges: valid JSON, but the kernel's EINVAL.
+    let p =
+        TempPolicy::with_extension("deny-empty", "json", r#"{"default": "deny", "ranges": []}"#);
+    let run = msrfilter(&["check", "--raw", p.path()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("fails with EINVAL: a DEFAULT_DENY filter needs"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn check_raw_bad_json_names_range_and_field() {
+    let p = TempPolicy::with_extension(
+        "short-bitmap",
+        "json",
+        r#"{"default": "allow", "ranges": [
+            {"flags": ["read"], "base": "0x10", "nmsrs": 64, "bitmap": "ffffffffffffffff"},
+            {"flags": ["write"], "base": "0x100", "nmsrs": 65, "bitmap": "ffffffffffffffff"}]}"#,
+    );
+    let run = msrfilter(&["check", "--raw", p.path()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert_eq!(
+        run.stderr,
+        format!(
+            "{}: range 1, field `bitmap`: 8 bytes, but for nmsrs 65 the kernel reads 16 \
+             (ceil(nmsrs / 64) * 8)\n",
+            p.path()
+        ),
+        "{run:?}"
+    );
+    // JSON output does not change that: no verdict on what is not a filter.
+    let run = msrfilter(&["check", "--raw", p.path(), "--format", "json"]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(run.stderr.contains("range 1, field `bitmap`"), "{run:?}");
+
+    let p = TempPolicy::with_extension("not-json", "json", "{\"default\": ");
+    let run = msrfilter(&["check", "--raw", p.path()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .starts_with(&format!("{}: not valid JSON: ", p.path())),
+        "{run:?}"
+    );
+    // A policy is not JSON.
+    let run = msrfilter(&["check", "--raw", &example("demo.policy")]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(run.stderr.contains(": not valid JSON: "), "{run:?}");
+}
+
+#[test]
+fn check_raw_other_vmm_reports_lints_and_storms() {
+    let path = example("other-vmm.json");
+    let run = msrfilter(&["check", "--raw", &path]);
+    assert_eq!(run.status, 0, "warnings do not fail: {run:?}");
+    let out = &run.stdout;
+    assert!(
+        has_row(
+            out,
+            &[
+                "0",
+                "0xc0000100",
+                "0xc0000102",
+                "3",
+                "rw",
+                "8",
+                "FS_BASE..KERNEL_GS_BASE"
+            ]
+        ),
+        "{run:?}"
+    );
+    assert!(
+        out.contains(
+            "warning: range 1 covers x2APIC MSRs 0x800-0x83f, which the kernel never filters \
+             (64 of them denied in vain)\n"
+        ),
+        "{run:?}"
+    );
+    assert!(
+        out.contains("warning: FS_BASE 0xc0000100 is denied for reads and writes: "),
+        "{run:?}"
+    );
+    assert!(
+        out.contains("warning: GS_BASE 0xc0000101 is denied for reads and writes: "),
+        "{run:?}"
+    );
+    assert!(
+        !out.contains("KERNEL_GS_BASE 0xc0000102 is denied"),
+        "{run:?}"
+    );
+    assert_eq!(out.lines().last(), Some("ok"), "{run:?}");
+
+    let run = msrfilter(&["check", "--raw", &path, "--format", "json"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let report = json_of(&run);
+    assert_eq!(report["accepted"], true, "{run:?}");
+    assert!(report["error"].is_null(), "{run:?}");
+    assert_eq!(report["ranges"], 3, "{run:?}");
+    assert_eq!(report["bitmap_bytes"], 24, "{run:?}");
+    assert_eq!(report["lints"].as_array().unwrap().len(), 1, "{run:?}");
+    assert!(
+        report["lints"][0].as_str().unwrap().contains("x2APIC"),
+        "{run:?}"
+    );
+    let storms = report["exit_storms"].as_array().unwrap();
+    assert_eq!(storms.len(), 2, "{run:?}");
+    assert_eq!(storms[0]["msr"], "0xc0000100", "{run:?}");
+    assert_eq!(storms[0]["name"], "FS_BASE", "{run:?}");
+    assert_eq!(storms[0]["denied"], "rw", "{run:?}");
+    assert!(report.get("proven_minimal").is_none(), "{run:?}");
+}
+
+#[test]
+fn check_warns_of_exit_storms() {
+    let p = TempPolicy::new(
+        "storm",
+        "default allow\ndeny r FS_BASE\ndeny rw 0x474f4f00\n",
+    );
+    let run = msrfilter(&["check", p.path()]);
+    assert_eq!(run.status, 0, "a storm is a warning: {run:?}");
+    let warnings: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{run:?}");
+    assert!(
+        warnings[0].starts_with("warning: FS_BASE 0xc0000100 is denied for reads: KVM passes it"),
+        "{run:?}"
+    );
+    assert_eq!(run.stdout.lines().last(), Some("ok"), "{run:?}");
+
+    let run = msrfilter(&["check", p.path(), "--format", "json"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let report = json_of(&run);
+    assert_eq!(report["accepted"], true, "{run:?}");
+    assert_eq!(report["proven_minimal"], true, "{run:?}");
+    assert_eq!(report["lints"], serde_json::json!([]), "{run:?}");
+    let storms = report["exit_storms"].as_array().unwrap();
+    assert_eq!(storms.len(), 1, "{run:?}");
+    assert_eq!(storms[0]["name"], "FS_BASE", "{run:?}");
+    assert_eq!(storms[0]["msr"], "0xc0000100", "{run:?}");
+    assert_eq!(storms[0]["denied"], "r", "{run:?}");
+    assert!(
+        storms[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("FS_BASE 0xc0000100 is denied for reads"),
+        "{run:?}"
+    );
+
+    // No storm, no warning.
+    let run = msrfilter(&["check", &example("demo.policy")]);
+    assert!(!run.stdout.contains("warning:"), "{run:?}");
+}
+
+#[test]
+fn explain_raw_filter() {
+    let path = example("other-vmm.json");
+    let run = msrfilter(&["explain", "--raw", &path, "FS_BASE"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(
+        run.stdout,
+        "rdmsr 0xc0000100 (FS_BASE): deny — slot 0 (rw 0xc0000100-0xc0000102) bit 0x0\n\
+         wrmsr 0xc0000100 (FS_BASE): deny — slot 0 (rw 0xc0000100-0xc0000102) bit 0x0\n",
+        "{run:?}"
+    );
+    let run = msrfilter(&["explain", "--raw", &path, "kernel_gs_base", "w"]);
+    assert_eq!(
+        run.stdout,
+        "wrmsr 0xc0000102 (KERNEL_GS_BASE): allow — slot 0 (rw 0xc0000100-0xc0000102) bit 0x2\n",
+        "{run:?}"
+    );
+    // The VMM's x2APIC range denies in vain.
+    let run = msrfilter(&["explain", "--raw", &path, "0x830", "w"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("allow — x2APIC MSRs 0x800-0x8ff are never filtered by the kernel"),
+        "{run:?}"
+    );
+    let run = msrfilter(&["explain", "--raw", &path, "0x10", "r"]);
+    assert_eq!(
+        run.stdout, "rdmsr 0x10 (IA32_TSC): allow — no range matches: default allow\n",
+        "{run:?}"
+    );
+    // No policy lines for a raw filter.
+    assert!(!run.stdout.contains("policy:"), "{run:?}");
+
+    // A filter the kernel refuses cannot be explained.
+    let run = msrfilter(&["explain", "--raw", &example("invalid.json"), "0x10"]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(run.stderr.contains("EINVAL"), "{run:?}");
+    assert!(run.stderr.contains("range 1"), "{run:?}");
+}
+
+#[test]
+fn explain_format_json() {
+    let p = TempPolicy::new("explain-json", GOOD);
+    let run = msrfilter(&[
+        "explain",
+        p.path(),
+        "IA32_SPEC_CTRL",
+        "w",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let e = json_of(&run);
+    assert!(e.is_object(), "one access, one object: {run:?}");
+    assert_eq!(e["decision"], "deny", "{run:?}");
+    assert_eq!(e["msr"], "0x48", "{run:?}");
+    assert_eq!(e["name"], "IA32_SPEC_CTRL", "{run:?}");
+    assert_eq!(e["access"], "write", "{run:?}");
+    assert_eq!(e["decided_by"], "range", "{run:?}");
+    assert_eq!(
+        e["range"],
+        serde_json::json!({"slot": 0, "bit": 0}),
+        "{run:?}"
+    );
+    assert_eq!(
+        e["policy"],
+        serde_json::json!({"decision": "deny", "decided_by": "rule", "rule": 1,
+                           "text": "deny w IA32_SPEC_CTRL", "line": 3}),
+        "{run:?}"
+    );
+
+    // Both accesses: an array, reads first.
+    let run = msrfilter(&["explain", p.path(), "spec_ctrl", "--format", "json"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let both = json_of(&run);
+    let both = both.as_array().expect("an array for both accesses");
+    assert_eq!(both.len(), 2, "{run:?}");
+    assert_eq!(both[0]["access"], "read", "{run:?}");
+    assert_eq!(both[0]["decision"], "allow", "{run:?}");
+    assert_eq!(both[0]["decided_by"], "default", "{run:?}");
+    assert_eq!(both[0]["policy"]["decided_by"], "default", "{run:?}");
+    assert_eq!(both[0]["policy"]["text"], "default allow", "{run:?}");
+    assert_eq!(both[0]["policy"]["line"], 1, "{run:?}");
+    assert_eq!(both[1]["decision"], "deny", "{run:?}");
+
+    let run = msrfilter(&["explain", p.path(), "0x802", "r", "--format", "json"]);
+    let e = json_of(&run);
+    assert_eq!(e["decided_by"], "x2apic", "{run:?}");
+    assert_eq!(e["policy"]["decided_by"], "x2apic", "{run:?}");
+
+    // A raw filter: the filter's decision only.
+    let run = msrfilter(&[
+        "explain",
+        "--raw",
+        &example("other-vmm.json"),
+        "GS_BASE",
+        "r",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let e = json_of(&run);
+    assert_eq!(e["decision"], "deny", "{run:?}");
+    assert_eq!(
+        e["range"],
+        serde_json::json!({"slot": 0, "bit": 1}),
+        "{run:?}"
+    );
+    assert!(e.get("policy").is_none(), "{run:?}");
+}
+
+const DIFF_OLD: &str = "\
+default allow
+deny w IA32_SPEC_CTRL
+deny r FS_BASE
+";
+
+const DIFF_NEW: &str = "\
+default allow
+deny r 0xc0000080-0xc0000084
+deny w IA32_PRED_CMD
+deny rw 0x40000000+0x100
+";
+
+#[test]
+fn diff_lists_every_change_in_both_directions() {
+    let old = TempPolicy::new("diff-old", DIFF_OLD);
+    let new = TempPolicy::new("diff-new", DIFF_NEW);
+    let run = msrfilter(&["diff", old.path(), new.path()]);
+    assert_eq!(run.status, 1, "1 means changed: {run:?}");
+    assert_eq!(
+        run.stdout,
+        "\
+read  0x40000000-0x400000ff (256 MSRs, HV_X64_MSR_GUEST_OS_ID..): allow -> deny
+read  0xc0000080-0xc0000084 (5 MSRs, EFER..SYSCALL_MASK): allow -> deny
+read  0xc0000100 (FS_BASE): deny -> allow
+write 0x48 (IA32_SPEC_CTRL): deny -> allow
+write 0x49 (IA32_PRED_CMD): allow -> deny
+write 0x40000000-0x400000ff (256 MSRs, HV_X64_MSR_GUEST_OS_ID..): allow -> deny
+6 changes
+",
+        "{run:?}"
+    );
+    assert!(run.stderr.is_empty(), "{run:?}");
+
+    // And back: every change reversed.
+    let run = msrfilter(&["diff", new.path(), old.path()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .contains("read  0xc0000100 (FS_BASE): allow -> deny\n"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("write 0x48 (IA32_SPEC_CTRL): allow -> deny\n"),
+        "{run:?}"
+    );
+    assert!(run.stdout.ends_with("\n6 changes\n"), "{run:?}");
+
+    // A default flip: everything but the rules and the x2APIC MSRs (never filtered).
+    let run = msrfilter_with_stdin(&["diff", "-", old.path()], Some("default deny\n"));
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("read  0x0-0x7ff (2048 MSRs): deny -> allow\nread  0x900-"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("write 0x49-0x7ff (1975 MSRs, IA32_PRED_CMD..): deny -> allow\n"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("write 0x900-0xffffffff (4294964992 MSRs): deny -> allow\n"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn diff_without_changes_exits_0() {
+    let a = TempPolicy::new("diff-same-a", GOOD);
+    let run = msrfilter(&["diff", a.path(), a.path()]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, "0 changes\n", "{run:?}");
+    // Written differently, deciding the same.
+    let b = TempPolicy::new(
+        "diff-same-b",
+        "default allow\ndeny r 0x10\ndeny w 0x10-0x11\ndeny r 0x11\nallow rw 0x12\n",
+    );
+    let c = TempPolicy::new("diff-same-c", "default allow\ndeny rw 0x10+2\n");
+    let run = msrfilter(&["diff", b.path(), c.path()]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert_eq!(run.stdout, "0 changes\n", "{run:?}");
+}
+
+#[test]
+fn diff_bad_policy_exits_2() {
+    let good = TempPolicy::new("diff-good", DIFF_OLD);
+    let bad = TempPolicy::new("diff-bad", "default deny\nallow x 0x10\n");
+    let run = msrfilter(&["diff", good.path(), bad.path()]);
+    assert_eq!(run.status, 2, "{run:?}");
+    assert!(run.stdout.is_empty(), "{run:?}");
+    assert!(
+        run.stderr.starts_with(&format!("{}:2:7: ", bad.path())),
+        "{run:?}"
+    );
+    let run = msrfilter(&["diff", bad.path(), good.path()]);
+    assert_eq!(run.status, 2, "{run:?}");
+    // One that parses but cannot be packed.
+    let x2apic = TempPolicy::new("diff-x2apic", "default allow\ndeny rw 0x800\n");
+    let run = msrfilter(&["diff", good.path(), x2apic.path()]);
+    assert_eq!(run.status, 2, "{run:?}");
+    assert!(run.stderr.contains("x2APIC"), "{run:?}");
+    let run = msrfilter(&["diff", good.path(), "/nonexistent/msrfilter.policy"]);
+    assert_eq!(run.status, 2, "{run:?}");
+    let run = msrfilter(&["diff", "-", "-"]);
+    assert_eq!(run.status, 2, "{run:?}");
+    let run = msrfilter(&["diff", good.path()]);
+    assert_eq!(run.status, 2, "usage: {run:?}");
+}
+
+#[test]
+fn help_documents_the_new_commands() {
+    for command in ["pack", "diff"] {
+        let run = msrfilter(&[command, "--help"]);
+        assert_eq!(run.status, 0, "{run:?}");
+        for want in ["Exit status:", "  0  ", "  1  ", "  2  "] {
+            assert!(run.stdout.contains(want), "{command} {want}: {run:?}");
+        }
+    }
+    let run = msrfilter(&["diff", "--help"]);
+    assert!(run.stdout.contains("1 means \"changed\""), "{run:?}");
+    let run = msrfilter(&["check", "--help"]);
+    for want in [
+        "--raw",
+        "--format",
+        "EINVAL",
+        "\"bitmap\": \"1f00000000000000\"",
+    ] {
+        assert!(run.stdout.contains(want), "{want}: {run:?}");
+    }
+    let run = msrfilter(&["explain", "--help"]);
+    for want in ["--raw", "--format", "\"decision\""] {
+        assert!(run.stdout.contains(want), "{want}: {run:?}");
+    }
+    let run = msrfilter(&["--help"]);
+    assert!(run.stdout.contains("(diff)"), "{run:?}");
 }

@@ -165,11 +165,12 @@ fn registered_handlers_intercept_and_complete() {
     );
     assert_eq!(counting.counts(), (2, 1));
 
-    let stat = |first, last, name, access, (reads, writes, faults)| HandlerStats {
+    let stat = |first, last, name, access, kind, (reads, writes, faults)| HandlerStats {
         first,
         last,
         name,
         access,
+        kind,
         reads,
         writes,
         faults,
@@ -182,6 +183,7 @@ fn registered_handlers_intercept_and_complete() {
                 CORE_THREAD_COUNT,
                 Some("CORE_THREAD_COUNT"),
                 Access::READ,
+                "constant",
                 (1, 0, 0)
             ),
             stat(
@@ -189,16 +191,39 @@ fn registered_handlers_intercept_and_complete() {
                 PRED_CMD,
                 Some("IA32_PRED_CMD"),
                 Access::WRITE,
+                "write-ignore",
                 (0, 1, 0)
             ),
-            stat(HV_FIRST, HV_LAST, None, Access::READ_WRITE, (2, 1, 0)),
-            stat(RO_GP, RO_GP, None, Access::READ_WRITE, (1, 1, 1)),
-            stat(RO_IGNORE, RO_IGNORE, None, Access::READ_WRITE, (2, 1, 0)),
+            stat(
+                HV_FIRST,
+                HV_LAST,
+                None,
+                Access::READ_WRITE,
+                "counting",
+                (2, 1, 0)
+            ),
+            stat(
+                RO_GP,
+                RO_GP,
+                None,
+                Access::READ_WRITE,
+                "read-only",
+                (1, 1, 1)
+            ),
+            stat(
+                RO_IGNORE,
+                RO_IGNORE,
+                None,
+                Access::READ_WRITE,
+                "read-only",
+                (2, 1, 0)
+            ),
             stat(
                 TSC_AUX,
                 TSC_AUX,
                 Some("TSC_AUX"),
                 Access::READ_WRITE,
+                "shadow",
                 (4, 2, 1)
             ),
         ]

@@ -97,6 +97,7 @@ impl MsrHandler for Refuse {
 fn stats(
     first: u32,
     name: Option<&'static str>,
+    kind: &'static str,
     (reads, writes, faults): (u64, u64, u64),
 ) -> HandlerStats {
     HandlerStats {
@@ -104,6 +105,7 @@ fn stats(
         last: first,
         name,
         access: Access::READ_WRITE,
+        kind,
         reads,
         writes,
         faults,
@@ -181,9 +183,9 @@ fn filter_allow() {
     assert_eq!(
         d.handler_stats(),
         vec![
-            stats(FLUSH_CMD, Some("IA32_FLUSH_CMD"), (1, 2, 2)),
-            stats(XSS, Some("IA32_XSS"), (1, 2, 1)),
-            stats(NON_EXISTENT, None, (1, 1, 0)),
+            stats(FLUSH_CMD, Some("IA32_FLUSH_CMD"), "custom", (1, 2, 2)),
+            stats(XSS, Some("IA32_XSS"), "custom", (1, 2, 1)),
+            stats(NON_EXISTENT, None, "shadow", (1, 1, 0)),
         ]
     );
     assert_eq!(d.route_stats(), RouteStats::default());

@@ -1,7 +1,6 @@
 //! Helpers shared by the real-kernel integration tests (each test file uses a subset).
 #![allow(dead_code)]
 
-
 use kvm_bindings::{
     kvm_enable_cap, kvm_msr_filter, kvm_msr_filter_range, KVM_CAP_X86_USER_SPACE_MSR,
 };

@@ -1,4 +1,5 @@
-//! `msrfilter`: check, explain and verify MSR filter policies, and demo them on the real kernel.
+//! `msrfilter`: check, explain, pack, diff and verify MSR filter policies (and raw filters in
+//! JSON), and demo them on the real kernel.
 //!
 //! The commands live in the modules under `src/bin/msrfilter/`; this file holds the command line,
 //! the exit statuses, and what the commands share (loading a policy, naming MSRs, errors).
@@ -14,26 +15,36 @@ use msr_kvm::{KvmError, POLICY_CAPACITY};
 
 mod check;
 mod demo;
+mod diff;
+mod pack;
+mod raw;
 mod verify;
 
 const EXIT_STATUS_HELP: &str = "\
 Exit status:
-  0  success: the policy packs (check, explain), the kernel agrees with the model on every probe
-     (verify), every demo access ended as expected (demo)
-  1  failure: the policy cannot be read, parsed or packed; the kernel disagreed with the model
+  0  success: the policy packs or the raw filter is one the kernel accepts (check, explain,
+     pack), nothing changes (diff), the kernel agrees with the model on every probe (verify),
+     every demo access ended as expected (demo)
+  1  failure: the policy cannot be read, parsed or packed, or the raw filter cannot be read or
+     the kernel would refuse it (check, explain, pack, verify, demo); the policies decide some
+     access differently (diff: 1 means \"changed\"); the kernel disagreed with the model
      (verify); a demo access ended differently than expected, or the guest did something
      unexpected (demo, verify)
   2  environment: /dev/kvm is missing or cannot be opened read-write, KVM lacks a capability, or
-     a KVM call failed (verify, demo); the exact reason is printed. Command-line usage errors
-     also exit with 2 (clap's status for them).";
+     a KVM call failed (verify, demo); the exact reason is printed. For diff only, a policy
+     that cannot be read, parsed or packed (2 there because 1 means \"changed\"). Command-line
+     usage errors also exit with 2 (clap's status for them).";
 
-/// Check, explain and verify KVM MSR filter policies, and demo them on the real kernel.
+/// Check, explain, pack, diff and verify KVM MSR filter policies, and demo them on the real
+/// kernel.
 ///
 /// A POLICY is a file in msr-core's policy text format (`default allow|deny`, then rules like
 /// `deny rw 0x474f4f00`, `allow r 0xc0000080-0xc0000084`, `deny w IA32_SPEC_CTRL`; later rules
-/// override earlier ones); `-` reads it from standard input. Policy errors print as
-/// `FILE:LINE:COLUMN: message`, packing errors as `FILE: message`, every other error as
-/// `msrfilter: message`, all on standard error.
+/// override earlier ones); `-` reads it from standard input. With `--raw`, `check` and `explain`
+/// read instead a raw filter in JSON (`struct kvm_msr_filter` as another VMM would pass it; see
+/// `msrfilter check --help`). Policy errors print as `FILE:LINE:COLUMN: message`, packing, JSON
+/// and kernel-refusal errors as `FILE: message`, every other error as `msrfilter: message`, all
+/// on standard error.
 #[derive(Debug, Parser)]
 #[command(name = "msrfilter", version, after_help = EXIT_STATUS_HELP)]
 struct Cli {
@@ -41,37 +52,92 @@ struct Cli {
     command: Command,
 }
 
+/// The exit statuses of `check`.
+const CHECK_EXIT_STATUS: &str = "\
+Exit status:
+  0  the policy packs into a kernel filter, or the kernel accepts the raw filter (warnings
+     included)
+  1  the policy cannot be read, parsed or packed; the raw filter cannot be read, or the kernel
+     would refuse it (KVM_X86_SET_MSR_FILTER fails with EINVAL or EFAULT)
+  2  command-line usage error";
+
+/// The JSON form of a raw filter, for `check --help`.
+const RAW_JSON_HELP: &str = "\
+A raw filter in JSON (--raw) is one documented form of struct kvm_msr_filter:
+  {\"default\": \"deny\",
+   \"ranges\": [{\"flags\": [\"read\", \"write\"], \"base\": \"0xc0000080\", \"nmsrs\": 5,
+               \"bitmap\": \"1f00000000000000\"}]}
+  default  \"allow\" or \"deny\", or the raw integer of kvm_msr_filter.flags
+  ranges   at most 16 slots, in the kernel's order; nmsrs 0 is an empty slot
+  flags    a list of \"read\"/\"write\", or the raw integer of the range's flags
+  base, nmsrs  a JSON number or a \"0x...\" string
+  bitmap   the hex of the bytes as the kernel reads them, ceil(nmsrs / 64) * 8 bytes (at most
+           0x600); bit i % 8 of byte i / 8 is MSR base + i; 1 = allow
+Invalid flags, too many MSRs or DEFAULT_DENY without ranges are read as given and judged as the
+kernel would judge them; a bitmap of the wrong length, a bad value or a field of the wrong type
+is an error naming the range and the field.";
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Parse and pack a policy; print the packed filter, its lints, then `ok`.
+    /// Parse and pack a policy (or judge a raw filter); print the filter, its lints and exit
+    /// storms, then `ok`.
     ///
     /// Prints the filter's default action, a table of its ranges (slot, base, last MSR, nmsrs,
-    /// flags r/w/rw, bitmap bytes), the totals and whether the packing is proven minimal, then
-    /// every lint (what the kernel would accept but ignore) as a `warning:` line, then `ok`.
-    /// Lints are warnings: they do not change the exit status.
-    #[command(after_long_help = "\
-Exit status:
-  0  the policy packs into a kernel filter (warnings included)
-  1  the policy cannot be read, parsed or packed
-  2  command-line usage error")]
+    /// flags r/w/rw, bitmap bytes), the totals and, for a policy, whether the packing is proven
+    /// minimal; then every lint (what the kernel would accept but ignore) and every exit storm
+    /// (an MSR KVM passes straight to the hardware that the filter denies, so every guest access
+    /// exits to user space) as a `warning:` line, then `ok`. Warnings do not change the exit
+    /// status.
+    ///
+    /// With --raw, FILE is a raw filter in JSON and the verdict is the kernel's, exactly: a
+    /// filter KVM_X86_SET_MSR_FILTER would refuse is reported with the rule it breaks and the
+    /// errno (EINVAL or EFAULT).
+    ///
+    /// With --format json, prints one JSON object: {"accepted": bool, "error": {"errno":
+    /// "EINVAL", "message": ...} or null, "filter": the filter in the JSON form or null,
+    /// "ranges": N, "bitmap_bytes": N, "lints": [messages], "exit_storms": [{"msr":
+    /// "0xc0000100", "name": "FS_BASE", "denied": "r", "message": ...}]}, plus "proven_minimal"
+    /// for a policy. For a refused raw filter, "ranges" and "bitmap_bytes" count the non-empty
+    /// slots and the bitmap bytes as given. Errors reading, parsing or packing print on standard
+    /// error only.
+    #[command(after_long_help = format!("{CHECK_EXIT_STATUS}\n\n{RAW_JSON_HELP}"))]
     Check {
-        /// The policy file (`-` for standard input).
-        policy: String,
+        /// The policy file, or with --raw the raw filter in JSON (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// FILE is a raw filter in JSON (the form below), not a policy.
+        #[arg(long)]
+        raw: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
-    /// Explain how the packed filter decides one MSR, and which policy rule wanted it.
+    /// Explain how the filter decides one MSR, and which policy rule wanted it.
     ///
     /// Prints one line per access (reads, then writes, unless one is given): the decision and
     /// what made it (the range slot and bit, the filter's default action, or the kernel's x2APIC
-    /// exemption), then the policy rule that decided it (`rule N: TEXT (line L)`, N counting
-    /// rules from 0 as packing errors do) or the policy's default action.
+    /// exemption), then, for a policy, the policy rule that decided it (`rule N: TEXT (line L)`,
+    /// N counting rules from 0 as packing errors do) or the policy's default action.
+    ///
+    /// With --raw, FILE is a raw filter in JSON (see `msrfilter check --help`) and only the
+    /// filter's decision is explained.
+    ///
+    /// With --format json, prints one JSON object per access (a JSON array of two when both are
+    /// explained): {"msr": "0x48", "name": "IA32_SPEC_CTRL" or null, "access": "read"|"write",
+    /// "decision": "allow"|"deny", "decided_by": "range"|"default"|"x2apic"|"no-filter",
+    /// "range": {"slot": S, "bit": B} or null}, and for a policy "policy": {"decision":
+    /// "allow"|"deny", "decided_by": "rule"|"default"|"x2apic", "rule": N or null, "text": the
+    /// rule or default line or null, "line": L or null}.
     #[command(after_long_help = "\
 Exit status:
   0  explained
-  1  the policy cannot be read, parsed or packed, or (a bug) the filter and the policy disagree
+  1  the policy cannot be read, parsed or packed, the raw filter cannot be read or the kernel
+     would refuse it, or (a bug) the filter and the policy disagree
   2  command-line usage error, e.g. an unknown MSR name")]
     Explain {
-        /// The policy file (`-` for standard input).
-        policy: String,
+        /// The policy file, or with --raw the raw filter in JSON (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: String,
         /// The MSR: a number (`0x` hex or decimal) or a name from msr_core::names
         /// (`IA32_SPEC_CTRL`, `spec_ctrl`, `MSR_IA32_SPEC_CTRL`, ...).
         #[arg(value_parser = parse_msr)]
@@ -79,6 +145,65 @@ Exit status:
         /// The access to explain: `r` (rdmsr), `w` (wrmsr) or `rw`. Default: both.
         #[arg(value_enum)]
         access: Option<AccessArg>,
+        /// FILE is a raw filter in JSON, not a policy.
+        #[arg(long)]
+        raw: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Pack a policy and print the filter as JSON, a C header or Rust consts.
+    ///
+    /// `--emit json`: the filter in the JSON form `check --raw` reads, pretty-printed.
+    ///
+    /// `--emit c`: a self-contained C header with static const u64 bitmaps and
+    /// `static inline void NAME_fill(struct kvm_msr_filter *filter)`; it compiles with
+    /// `-std=c11 -Wall -Wextra -Werror -pedantic` next to <linux/kvm.h>. Enable
+    /// KVM_CAP_X86_USER_SPACE_MSR with KVM_MSR_EXIT_REASON_FILTER before installing it.
+    ///
+    /// `--emit rust`: `pub const`s of msr-core's raw types, ending with
+    /// `NAME_FILTER: msr_core::RawFilter<'static>`; load it with
+    /// `msr_core::Filter::from_raw(&NAME_FILTER)` (no_std, no parsing at run time).
+    ///
+    /// C and Rust carry the policy text in a comment. The output goes to standard output; run
+    /// `check` for lints and exit-storm warnings.
+    #[command(after_long_help = "\
+Exit status:
+  0  packed and printed
+  1  the policy cannot be read, parsed or packed (the reason is printed as by `check`)
+  2  command-line usage error")]
+    Pack {
+        /// The policy file (`-` for standard input).
+        policy: String,
+        /// What to print.
+        #[arg(long, value_enum)]
+        emit: Emit,
+        /// The prefix of the generated identifiers (`NAME_fill`, `NAME_FILTER`), made a C/Rust
+        /// identifier by the emitter (other characters than ASCII letters, digits and `_` become
+        /// `_`; lower case in C, upper case in Rust). Default: the policy file's stem
+        /// (`policy` for standard input). Not used by `--emit json`.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Show what changes from one policy to another, for every MSR and access.
+    ///
+    /// Prints every maximal run of MSRs whose decision changes (msr_core::diff), reads first,
+    /// then writes, each in MSR order, as `read  0x10-0x1f (16 MSRs): deny -> allow`, naming the
+    /// MSR when the run is one named MSR (`write 0x48 (IA32_SPEC_CTRL): deny -> allow`) and the
+    /// named ends of a longer run (`0xc0000080-0xc0000084 (5 MSRs, EFER..SYSCALL_MASK)`), then
+    /// `N changes`. The x2APIC MSRs, which the kernel never filters, never change. Both
+    /// policies must pack into kernel filters.
+    #[command(after_long_help = "\
+Exit status:
+  0  nothing changes: the policies decide every access of every MSR the same
+  1  something changes (every change is listed)
+  2  a policy cannot be read, parsed or packed, or a command-line usage error (a bad policy is
+     2 here, not 1 as elsewhere, because 1 means \"changed\")")]
+    Diff {
+        /// The policy in force (`-` for standard input).
+        old: String,
+        /// The policy to replace it (`-` for standard input, if OLD is not).
+        new: String,
     },
     /// Install the packed filter in a real KVM VM and check the kernel decides as the model does.
     ///
@@ -154,15 +279,39 @@ impl AccessArg {
     }
 }
 
+/// The output of `check` and `explain`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// Lines for people.
+    Text,
+    /// One JSON document on standard output.
+    Json,
+}
+
+/// What `pack` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Emit {
+    /// The filter in the JSON form `check --raw` reads.
+    Json,
+    /// A C header for <linux/kvm.h>.
+    C,
+    /// Rust consts of msr-core's raw types.
+    Rust,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check { policy } => check::check(&policy),
+        Command::Check { file, raw, format } => check::check(&file, raw, format),
         Command::Explain {
-            policy,
+            file,
             msr,
             access,
-        } => check::explain(&policy, msr, access.unwrap_or(AccessArg::Rw)),
+            raw,
+            format,
+        } => check::explain(&file, raw, msr, access.unwrap_or(AccessArg::Rw), format),
+        Command::Pack { policy, emit, name } => pack::pack(&policy, emit, name.as_deref()),
+        Command::Diff { old, new } => diff::diff(&old, &new),
         Command::Verify { policy, verbose } => verify::verify(&policy, verbose),
         Command::Demo {
             policy,
@@ -180,7 +329,8 @@ fn main() -> ExitCode {
 
 /// Exit status 1: a policy, verify or demo failure.
 const FAILURE: u8 = 1;
-/// Exit status 2: the environment (no /dev/kvm, permission, KVM failure).
+/// Exit status 2: the environment (no /dev/kvm, permission, KVM failure); for `diff`, a bad
+/// policy; a usage error.
 const ENVIRONMENT: u8 = 2;
 
 /// Why a command failed: the message and the exit status.
@@ -217,7 +367,24 @@ impl Failure {
         }
     }
 
+    /// A failure with this status whose output is already printed: nothing more to say.
+    fn quiet(status: u8) -> Failure {
+        Failure {
+            status,
+            located: true,
+            message: String::new(),
+        }
+    }
+
+    /// The same failure with another exit status.
+    fn with_status(self, status: u8) -> Failure {
+        Failure { status, ..self }
+    }
+
     fn report(&self) {
+        if self.message.is_empty() {
+            return;
+        }
         if self.located {
             eprintln!("{}", self.message);
         } else {
@@ -270,17 +437,7 @@ struct Source {
 impl Loaded {
     /// Reads and parses `path` (`-`: standard input).
     fn read(path: &str) -> Result<Loaded, Failure> {
-        let (name, bytes) = if path == "-" {
-            let mut bytes = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut bytes)
-                .map_err(|e| Failure::new(format!("cannot read standard input: {e}")))?;
-            ("<stdin>".to_string(), bytes)
-        } else {
-            let bytes = std::fs::read(path)
-                .map_err(|e| Failure::new(format!("cannot read {path}: {e}")))?;
-            (path.to_string(), bytes)
-        };
+        let (name, bytes) = read_input(path)?;
         Loaded::from_bytes(name, &bytes)
     }
 
@@ -338,6 +495,23 @@ impl Loaded {
         }
     }
 
+    /// Where rule `rule` came from, when it came from the file.
+    fn source(&self, rule: usize) -> Option<&Source> {
+        self.sources.get(rule)
+    }
+
+    /// The `default` line as written and its number (none when the file had no such line).
+    fn default_text_and_line(&self) -> (String, Option<usize>) {
+        if self.default_source.line == 0 {
+            (format!("default {}", self.policy.default_action()), None)
+        } else {
+            (
+                self.default_source.text.clone(),
+                Some(self.default_source.line),
+            )
+        }
+    }
+
     /// `the default action: default allow (line L)`.
     fn describe_default(&self) -> String {
         if self.default_source.line == 0 {
@@ -380,6 +554,30 @@ impl Loaded {
         }
         Failure::located(message)
     }
+}
+
+/// Reads `path` (`-`: standard input): the name to report it by (`<stdin>` for `-`) and its
+/// bytes.
+fn read_input(path: &str) -> Result<(String, Vec<u8>), Failure> {
+    if path == "-" {
+        let mut bytes = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .map_err(|e| Failure::new(format!("cannot read standard input: {e}")))?;
+        Ok(("<stdin>".to_string(), bytes))
+    } else {
+        let bytes =
+            std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {path}: {e}")))?;
+        Ok((path.to_string(), bytes))
+    }
+}
+
+/// Prints a JSON document on standard output, pretty.
+fn print_json(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes")
+    );
 }
 
 /// Parses an MSR argument: `0x` hex, decimal, or a name.
