@@ -10,12 +10,12 @@
 //
 // Packed: 5 ranges, 1072 bitmap bytes.
 
-/// Bitmap of slot 0 (r 0x1fc, 1 MSRs): bit i is MSR base + i, 1 = allow.
+/// Bitmap of slot 0 (r 0x1fc, 1 MSR): bit i is MSR base + i, 1 = allow.
 pub const SELFTEST_LIKE_BITMAP_0: [u8; 8] = [
     0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
 
-/// Bitmap of slot 1 (r 0xc0000084, 1 MSRs): bit i is MSR base + i, 1 = allow.
+/// Bitmap of slot 1 (r 0xc0000084, 1 MSR): bit i is MSR base + i, 1 = allow.
 pub const SELFTEST_LIKE_BITMAP_1: [u8; 8] = [
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 ];
