@@ -1,7 +1,10 @@
 //! Dispatching MSR exits to handlers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{AcqRel, Acquire, Relaxed},
+};
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit};
@@ -308,6 +311,88 @@ struct RouteCounters {
     faults: AtomicU64,
     /// The last time (in coarse ticks) a fallback exit was logged, for rate limiting.
     last_log: AtomicU64,
+    per_msr: MsrCounters,
+}
+
+/// MSRs whose route exits are counted one by one; more distinct MSRs than this are counted in
+/// [`RouteStats::untracked`].
+const ROUTE_MSR_SLOTS: usize = 256;
+
+/// Lock-free per-MSR counters of route exits: an open-addressing table whose slots are claimed
+/// with a compare-and-swap and never released.
+struct MsrCounters {
+    /// 0: free; otherwise the MSR index + 1.
+    keys: [AtomicU64; ROUTE_MSR_SLOTS],
+    reads: [AtomicU64; ROUTE_MSR_SLOTS],
+    writes: [AtomicU64; ROUTE_MSR_SLOTS],
+    untracked: AtomicU64,
+}
+
+impl Default for MsrCounters {
+    fn default() -> Self {
+        MsrCounters {
+            keys: [const { AtomicU64::new(0) }; ROUTE_MSR_SLOTS],
+            reads: [const { AtomicU64::new(0) }; ROUTE_MSR_SLOTS],
+            writes: [const { AtomicU64::new(0) }; ROUTE_MSR_SLOTS],
+            untracked: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MsrCounters {
+    fn count(&self, index: u32, write: bool) {
+        let key = u64::from(index) + 1;
+        // Fibonacci hashing spreads clustered MSR indices over the table.
+        let start = (u64::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        for probe in 0..ROUTE_MSR_SLOTS {
+            let slot = (start + probe) % ROUTE_MSR_SLOTS;
+            let mut seen = self.keys[slot].load(Acquire);
+            if seen == 0 {
+                seen = match self.keys[slot].compare_exchange(0, key, AcqRel, Acquire) {
+                    Ok(_) => key,
+                    Err(actual) => actual,
+                };
+            }
+            if seen == key {
+                let counter = if write { &self.writes } else { &self.reads };
+                counter[slot].fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        self.untracked.fetch_add(1, Relaxed);
+    }
+
+    fn snapshot(&self) -> Vec<RouteMsrStats> {
+        let mut out: Vec<RouteMsrStats> = (0..ROUTE_MSR_SLOTS)
+            .filter_map(|slot| {
+                let key = self.keys[slot].load(Acquire);
+                (key != 0).then(|| {
+                    let index = (key - 1) as u32;
+                    RouteMsrStats {
+                        index,
+                        name: names::name_of(index),
+                        reads: self.reads[slot].load(Relaxed),
+                        writes: self.writes[slot].load(Relaxed),
+                    }
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| s.index);
+        out
+    }
+}
+
+/// Route exits of one MSR (see [`Dispatcher::route_msr_stats`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteMsrStats {
+    /// The MSR.
+    pub index: u32,
+    /// Its well-known name.
+    pub name: Option<&'static str>,
+    /// Read exits no handler took.
+    pub reads: u64,
+    /// Write exits no handler took.
+    pub writes: u64,
 }
 
 /// A snapshot of the counters of exits no handler took.
@@ -321,6 +406,9 @@ pub struct RouteStats {
     pub unhandled: u64,
     /// Of all of them, how many ended in #GP.
     pub faults: u64,
+    /// Of all of them, how many are missing from [`Dispatcher::route_msr_stats`] because more
+    /// than 256 distinct MSRs took routes.
+    pub untracked: u64,
 }
 
 /// A snapshot of one handler's counters.
@@ -444,6 +532,7 @@ impl Dispatcher {
             (&self.unhandled, &self.route_stats.unhandled)
         };
         counter.fetch_add(1, Relaxed);
+        self.route_stats.per_msr.count(ctx.index, write.is_some());
         let result = match route {
             ExitRoute::Gp => Err(Fault),
             ExitRoute::Value(v) => Ok(if write.is_some() { 0 } else { *v }),
@@ -551,7 +640,15 @@ impl Dispatcher {
             inval: self.route_stats.inval.load(Relaxed),
             unhandled: self.route_stats.unhandled.load(Relaxed),
             faults: self.route_stats.faults.load(Relaxed),
+            untracked: self.route_stats.per_msr.untracked.load(Relaxed),
         }
+    }
+
+    /// Exits no handler took, per MSR, in MSR order (the first 256 distinct MSRs; see
+    /// [`RouteStats::untracked`]). With [`DispatcherBuilder::ignore_unknown_msrs`], this is the
+    /// list of unknown MSRs the guest touched.
+    pub fn route_msr_stats(&self) -> Vec<RouteMsrStats> {
+        self.route_stats.per_msr.snapshot()
     }
 }
 
@@ -572,4 +669,47 @@ fn coarse_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_msr_route_counters_track_256_msrs_then_count_the_rest() {
+        let c = MsrCounters::default();
+        for i in 0..300u32 {
+            c.count(0x4000_0000 + i, false);
+            c.count(0x4000_0000 + i, i % 2 == 0);
+        }
+        let snap = c.snapshot();
+        assert_eq!(snap.len(), ROUTE_MSR_SLOTS);
+        assert!(snap.windows(2).all(|w| w[0].index < w[1].index));
+        assert!(snap.iter().all(|s| s.reads + s.writes == 2));
+        assert_eq!(
+            c.untracked.load(Relaxed),
+            2 * (300 - ROUTE_MSR_SLOTS as u64)
+        );
+    }
+
+    #[test]
+    fn per_msr_route_counters_agree_across_threads() {
+        let c = std::sync::Arc::new(MsrCounters::default());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let c = std::sync::Arc::clone(&c);
+                std::thread::spawn(move || {
+                    for i in 0..1000u32 {
+                        c.count(i % 50, true);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let snap = c.snapshot();
+        assert_eq!(snap.len(), 50, "each MSR claims exactly one slot");
+        assert!(snap.iter().all(|s| s.writes == 80 && s.reads == 0));
+    }
 }

@@ -40,6 +40,6 @@ pub mod json;
 
 pub use dispatch::{
     reason_name, BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault,
-    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteStats, POLICY_CAPACITY,
+    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteMsrStats, RouteStats, POLICY_CAPACITY,
 };
 pub use intercept::{KvmError, MsrInterception};

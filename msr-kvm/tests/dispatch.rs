@@ -12,7 +12,8 @@ use msr_core::{Access, AccessType, Action, Policy};
 use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess, Outcome};
 use msr_kvm::handlers::{Constant, Counting, OnWrite, ReadOnly, Shadow, WriteIgnore};
 use msr_kvm::{
-    BuildError, Dispatch, Dispatcher, ExitRoute, HandlerStats, MsrInterception, RouteStats,
+    BuildError, Dispatch, Dispatcher, ExitRoute, HandlerStats, MsrInterception, RouteMsrStats,
+    RouteStats,
 };
 
 const GP: GuestResult = GuestResult::GeneralProtection;
@@ -234,7 +235,8 @@ fn registered_handlers_intercept_and_complete() {
             unknown: 1,
             inval: 0,
             unhandled: 0,
-            faults: 1
+            faults: 1,
+            untracked: 0
         }
     );
 
@@ -272,7 +274,8 @@ fn unhandled_filter_exit_fails_closed_raw_loop_fails_open() {
             unknown: 0,
             inval: 0,
             unhandled: 2,
-            faults: 2
+            faults: 2,
+            untracked: 0
         }
     );
     assert!(d.handler_stats().is_empty());
@@ -304,6 +307,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
                 inval: 0,
                 unhandled: 0,
                 faults: 3,
+                untracked: 0,
             },
         ),
         (
@@ -318,6 +322,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
                 inval: 0,
                 unhandled: 0,
                 faults: 0,
+                untracked: 0,
             },
         ),
         (
@@ -332,6 +337,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
                 inval: 0,
                 unhandled: 0,
                 faults: 0,
+                untracked: 0,
             },
         ),
     ];
@@ -359,6 +365,17 @@ fn unknown_and_inval_exits_follow_their_routes() {
             (no_exit(read_ok(0)), None)
         );
         assert_eq!(d.route_stats(), stats, "{name}");
+        // Each unknown MSR is counted on its own.
+        assert_eq!(
+            d.route_msr_stats(),
+            vec![RouteMsrStats {
+                index: NON_EXISTENT,
+                name: None,
+                reads: 2,
+                writes: 1
+            }],
+            "{name}"
+        );
     }
 
     // INVAL (x2APIC without an in-kernel LAPIC) has its own route.
@@ -379,7 +396,8 @@ fn unknown_and_inval_exits_follow_their_routes() {
             unknown: 1,
             inval: 1,
             unhandled: 0,
-            faults: 1
+            faults: 1,
+            untracked: 0
         }
     );
 }

@@ -281,7 +281,8 @@ fn filter_deny() {
             unknown: 2,
             inval: 0,
             unhandled: 3,
-            faults: 0
+            faults: 0,
+            untracked: 0
         }
     );
     // Default deny covers what no range does; x2APIC MSRs are never filtered (INVAL here: no
@@ -296,7 +297,8 @@ fn filter_deny() {
             unknown: 2,
             inval: 1,
             unhandled: 4,
-            faults: 1
+            faults: 1,
+            untracked: 0
         }
     );
 
@@ -329,7 +331,8 @@ fn filter_deny() {
             unknown: 4,
             inval: 1,
             unhandled: 4,
-            faults: 1
+            faults: 1,
+            untracked: 0
         }
     );
 }
@@ -547,7 +550,8 @@ fn handler_fault_is_guest_gp() {
             unknown: 2,
             inval: 0,
             unhandled: 0,
-            faults: 2
+            faults: 2,
+            untracked: 0
         }
     );
 }
