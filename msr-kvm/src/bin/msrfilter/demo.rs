@@ -498,6 +498,28 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         "FILTER, unhandled (fail closed)", r.unhandled
     );
     println!("{:<40}  {:>5}", "of these, ended in #GP", r.faults);
+    let per_msr = dispatcher.route_msr_stats();
+    if !per_msr.is_empty() {
+        println!();
+        println!(
+            "{:<40}  {:>5}  {:>6}",
+            "MSR (exits no handler took)", "reads", "writes"
+        );
+        for m in &per_msr {
+            let label = match m.name {
+                Some(n) => format!("{:#x} ({n})", m.index),
+                None => format!("{:#x}", m.index),
+            };
+            println!("{label:<40}  {:>5}  {:>6}", m.reads, m.writes);
+        }
+    }
+    let routed: u64 = per_msr.iter().map(|m| m.reads + m.writes).sum();
+    if routed + r.untracked != r.unknown + r.inval + r.unhandled {
+        mismatches.push(format!(
+            "per-MSR route counters sum to {routed}, route counters to {}",
+            r.unknown + r.inval + r.unhandled
+        ));
+    }
     let c = &model.counts;
     let want_routes = (c.unknown, c.inval, c.unhandled, c.route_faults);
     let got_routes = (r.unknown, r.inval, r.unhandled, r.faults);
