@@ -68,6 +68,14 @@ pub enum PackError {
         /// The rule deciding writes of it, if any (else the default does).
         write_rule: Option<usize>,
     },
+    /// A bug in the packer: the filter it built would decide `index` differently from the
+    /// policy. Never returned knowingly; please report it with the policy.
+    Internal {
+        /// The first MSR found decided differently.
+        index: u32,
+        /// The access.
+        access: AccessType,
+    },
     /// The policy needs more ranges than the kernel's 16.
     TooManyRanges {
         /// Ranges the best packing found needs.
@@ -110,6 +118,10 @@ impl fmt::Display for PackError {
                     name(write_rule)
                 )
             }
+            PackError::Internal { index, access } => write!(
+                f,
+                "internal error: the packed filter would decide {access} access to MSR {index:#x} differently from the policy; please report this policy"
+            ),
             PackError::TooManyRanges {
                 needed,
                 rules,
@@ -271,10 +283,44 @@ impl<const N: usize> Policy<N> {
                 u32::try_from(end - at).unwrap_or(u32::MAX),
             )
         };
+        let filter = Filter::from_packed(default, &parts, &segment);
+        if solution.runs.len() != solution.cost.ranges as usize {
+            return Err(PackError::Internal {
+                index: 0,
+                access: AccessType::Read,
+            });
+        }
+        self.check_packed(&filter)?;
         Ok(Packed {
-            filter: Filter::from_packed(default, &parts, &segment),
+            filter,
             proven_minimal: solution.exact,
         })
+    }
+
+    /// Checks the packed filter against the policy at both sides of every boundary (where a
+    /// wrong filter would first differ), so that a packer bug is an error, never a silently
+    /// wrong filter.
+    fn check_packed(&self, filter: &Filter) -> Result<(), PackError> {
+        let target = PolicyTarget(self);
+        let mut at = 0u64;
+        loop {
+            for index in [at, at.saturating_sub(1)] {
+                let index = index.min(u64::from(u32::MAX)) as u32;
+                for access in AccessType::ALL {
+                    if filter.decide(index, access) != self.decide(index, access) {
+                        return Err(PackError::Internal { index, access });
+                    }
+                }
+            }
+            if at > u64::from(u32::MAX) {
+                return Ok(());
+            }
+            at = if at == target.end() {
+                at + 1
+            } else {
+                target.next_boundary(at)
+            };
+        }
     }
 
     fn check_x2apic(&self) -> Result<(), PackError> {
@@ -480,6 +526,9 @@ const NO_START: u16 = u16::MAX;
 const MAX_STATES: usize = 128;
 /// Pieces (positions) per cluster.
 const MAX_POSITIONS: usize = 1024;
+/// Positions of one search: the cluster's pieces plus, in the last resort, a grid of at most
+/// `2 * MAX_RANGES` cuts.
+type Positions = heapless::Vec<u64, { MAX_POSITIONS + 2 * MAX_RANGES }>;
 
 #[derive(Clone, Debug)]
 struct State {
@@ -580,9 +629,9 @@ fn close_cluster(
 ) {
     let limit = u64::from(geo.max_nmsrs);
     let first = pieces[0];
-    let mut positions: heapless::Vec<u64, MAX_POSITIONS> = heapless::Vec::new();
+    let mut positions: Positions = heapless::Vec::new();
     for &p in pieces.iter().filter(|&&p| p < cluster_end) {
-        // Cannot fail: `positions` has the capacity of `pieces`.
+        // Cannot fail: `positions` holds more than `pieces`.
         let _ = positions.push(p);
     }
     if cluster_end - first > limit {
@@ -602,16 +651,27 @@ fn close_cluster(
             total.exact = false;
             positions = bounds.clone();
             if !add_shifts(&mut positions, &bounds, first, cluster_end, limit) {
-                // A cluster this long needs far more than 16 ranges: count tiles of the limit.
-                let ranges = (cluster_end - first).div_ceil(limit) as u32;
-                total.cost.ranges += ranges;
-                total.cost.bytes += ranges * geo.bytes(limit);
-                pieces.clear();
-                return;
+                positions = bounds.clone();
+                // Between two ranges lies a gap without needed MSRs, shorter than the limit
+                // (else the cluster would have split there), so k ranges span less than
+                // 2 * k * limit MSRs: a cluster this long needs more than 16 ranges.
+                let span = cluster_end - first;
+                if span >= 2 * MAX_RANGES as u64 * limit {
+                    total.cost.ranges += span.div_ceil(2 * limit) as u32;
+                    pieces.clear();
+                    return;
+                }
+                // The coarsest cuts that keep every piece within one range: a grid of the limit
+                // from the cluster's start (at most 32 more positions, which fit).
+                let mut cut = first + limit;
+                while cut < cluster_end {
+                    let _ = positions.push(cut);
+                    cut += limit;
+                }
             }
         }
         positions.sort_unstable();
-        let mut deduped: heapless::Vec<u64, MAX_POSITIONS> = heapless::Vec::new();
+        let mut deduped: Positions = heapless::Vec::new();
         for &p in positions.iter() {
             if deduped.last() != Some(&p) {
                 let _ = deduped.push(p);
@@ -632,7 +692,7 @@ fn close_cluster(
 /// Adds every boundary (and the cluster's end) shifted up and down by multiples of `step` within
 /// the cluster; false when they do not fit.
 fn add_shifts(
-    positions: &mut heapless::Vec<u64, MAX_POSITIONS>,
+    positions: &mut Positions,
     bounds: &[u64],
     first: u64,
     cluster_end: u64,
@@ -1012,6 +1072,7 @@ mod kernel_geometry_tests {
                     prop_assert_eq!(policy.rules().iter().rposition(|r| r.covers(index, access)), Some(rule));
                     prop_assert_eq!(policy.rules()[rule].action, Action::Deny);
                 }
+                Err(e @ PackError::Internal { .. }) => prop_assert!(false, "{}", e),
                 Err(PackError::LastMsrSplit { .. }) => {
                     prop_assert_ne!(
                         policy.decide(u32::MAX, AccessType::Read),
@@ -1023,6 +1084,86 @@ mod kernel_geometry_tests {
                     prop_assert!(!rules.is_empty() || default_needs_ranges);
                 }
             }
+        }
+    }
+
+    /// Many short rules spread over more than one range's span: the searches that split ranges
+    /// and their fallbacks (bounds of the search hit) must still give an exact filter.
+    fn spread_policy() -> impl Strategy<Value = Policy<96>> {
+        (
+            any::<bool>(),
+            proptest::collection::vec((0u32..0x20, 0u32..4, 1u32..=3, any::<bool>()), 20..96),
+            0x100u32..0x1800,
+        )
+            .prop_map(|(deny, rules, step)| {
+                let mut p = Policy::new(if deny { Action::Deny } else { Action::Allow });
+                for (i, (jitter, len, access, rdeny)) in rules.into_iter().enumerate() {
+                    let first = 0x10_0000 + i as u32 * step + jitter;
+                    p.push(Rule::new(
+                        first,
+                        first + len,
+                        Access::from_bits_truncate(access),
+                        if rdeny { Action::Deny } else { Action::Allow },
+                    ))
+                    .unwrap();
+                }
+                p
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn spread_policies_pack_exactly_or_fail_loudly(policy in spread_policy()) {
+            match policy.pack() {
+                Ok(packed) => {
+                    let f = &packed.filter;
+                    prop_assert!(f.range_count() <= 16);
+                    for r in policy.rules() {
+                        for i in [r.first.wrapping_sub(1), r.first, r.last, r.last.wrapping_add(1)] {
+                            for a in AccessType::ALL {
+                                prop_assert_eq!(f.decide(i, a), policy.decide(i, a), "MSR {:#x} {}", i, a);
+                            }
+                        }
+                    }
+                }
+                Err(PackError::TooManyRanges { needed, .. }) => prop_assert!(needed > 16),
+                Err(e) => prop_assert!(false, "{}", e),
+            }
+        }
+    }
+
+    #[test]
+    fn forty_spread_denies_pack_into_one_exact_filter() {
+        // The reviewer's case: 40 single-MSR denies 0x1000 apart once fell through every search
+        // and came back as an empty filter.
+        let mut policy = Policy::<40>::new(Action::Allow);
+        for i in 0..40u32 {
+            policy
+                .push(Rule::single(
+                    0x10_0000 + i * 0x1000,
+                    Access::READ_WRITE,
+                    Action::Deny,
+                ))
+                .unwrap();
+        }
+        match policy.pack() {
+            Ok(packed) => {
+                for i in 0..40u32 {
+                    assert_eq!(
+                        packed
+                            .filter
+                            .decide(0x10_0000 + i * 0x1000, AccessType::Read),
+                        Action::Deny
+                    );
+                }
+                assert!(packed.filter.range_count() <= 16);
+            }
+            Err(e) => assert!(
+                matches!(e, PackError::TooManyRanges { needed, .. } if needed > 16),
+                "{e}"
+            ),
         }
     }
 
