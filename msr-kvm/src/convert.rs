@@ -97,15 +97,25 @@ pub fn from_kvm_ioctls(
 /// Checks and copies a `struct kvm_msr_filter` built by another program.
 ///
 /// # Safety
-/// Every range with `nmsrs > 0` and flags the kernel accepts must have a `bitmap` pointer
-/// readable for `ceil(nmsrs / 64) * 8` bytes (at most 0x600 are read).
+/// Every range the kernel would read (valid filter flags; `0 < nmsrs <= 0x3000`; flags READ,
+/// WRITE or both) must have a null `bitmap` or one readable for `ceil(nmsrs / 64) * 8` bytes.
+/// Other ranges' pointers are never read.
 pub unsafe fn from_kvm_bindings(raw: &kvm_msr_filter) -> Result<Filter, InvalidFilter> {
+    use msr_core::abi;
     let mut ranges = [RawRange::EMPTY; 16];
     for (out, r) in ranges.iter_mut().zip(raw.ranges.iter()) {
-        let len = if r.nmsrs == 0 || r.bitmap.is_null() {
-            0
+        // Read a bitmap only where the kernel would: valid filter flags, a non-empty range with
+        // valid flags and at most 0x3000 MSRs. Elsewhere the kernel refuses before reading, and
+        // so does `Filter::from_raw`, whatever the (possibly dangling) pointer.
+        let kernel_reads = raw.flags & !abi::FILTER_VALID_MASK == 0
+            && r.nmsrs > 0
+            && r.nmsrs <= abi::MAX_NMSRS
+            && r.flags != 0
+            && r.flags & !abi::RANGE_VALID_MASK == 0;
+        let len = if kernel_reads && !r.bitmap.is_null() {
+            abi::bitmap_bytes(r.nmsrs)
         } else {
-            msr_core::abi::bitmap_bytes(r.nmsrs).min(msr_core::abi::MAX_BITMAP_BYTES)
+            0
         };
         let bitmap: &[u8] = if len == 0 {
             &[]

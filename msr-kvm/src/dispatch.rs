@@ -1,6 +1,7 @@
 //! Dispatching MSR exits to handlers.
 
 use std::fmt;
+use std::io::Write as _;
 use std::sync::atomic::{
     AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed},
@@ -515,9 +516,13 @@ impl Dispatcher {
         } else {
             AccessType::Read
         };
-        let call = |h: &dyn MsrHandler| match write {
-            Some(v) => h.write(ctx, v).map(|()| 0),
-            None => h.read(ctx),
+        // A panicking handler is a refusal: the guest gets #GP, the vCPU thread goes on.
+        let call = |h: &dyn MsrHandler| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match write {
+                Some(v) => h.write(ctx, v).map(|()| 0),
+                None => h.read(ctx),
+            }))
+            .unwrap_or(Err(Fault))
         };
         if let Some(e) = self.entry(ctx.index, access) {
             let result = call(&*e.handler);
@@ -556,7 +561,9 @@ impl Dispatcher {
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
-            eprintln!(
+            // A failed write to stderr must not disturb the vCPU thread.
+            let _ = writeln!(
+                std::io::stderr(),
                 "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
                 ctx.vcpu,
                 if write.is_some() { "wrmsr" } else { "rdmsr" },
@@ -569,12 +576,18 @@ impl Dispatcher {
     }
 
     /// Handles an MSR exit: calls the handler (or the configured route) and completes the exit
-    /// (`data` for reads, `error = 1` for #GP). Any other exit is left untouched.
+    /// (`data` for reads, `error = 1` for #GP). Any other exit is left untouched. The exit is
+    /// marked #GP before anything runs and a panicking handler counts as a refusal, so no path
+    /// leaves the kernel's fail-open preset in place.
     ///
     /// `vcpu` is the VMM's index of the exiting vCPU; handlers with per-vCPU state use it.
     pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> Dispatch {
         match exit {
             VcpuExit::X86Rdmsr(e) => {
+                // Fail closed first: whatever happens below, the kernel's preset (error = 0,
+                // a successful read of 0) never stands.
+                *e.error = 1;
+                *e.data = 0;
                 let ctx = MsrContext {
                     vcpu,
                     index: e.index,
@@ -595,6 +608,7 @@ impl Dispatcher {
                 }
             }
             VcpuExit::X86Wrmsr(e) => {
+                *e.error = 1;
                 let ctx = MsrContext {
                     vcpu,
                     index: e.index,
@@ -674,6 +688,75 @@ fn coarse_seconds() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kvm_ioctls::{ReadMsrExit, WriteMsrExit};
+
+    struct Panics;
+
+    impl MsrHandler for Panics {
+        fn read(&self, _: &MsrContext) -> Result<u64, Fault> {
+            panic!("handler bug")
+        }
+        fn write(&self, _: &MsrContext, _: u64) -> Result<(), Fault> {
+            panic!("handler bug")
+        }
+    }
+
+    fn read(d: &Dispatcher, index: u32, reason: MsrExitReason) -> (Dispatch, u8, u64) {
+        let (mut error, mut data) = (0u8, 0xdead_u64);
+        let mut exit = VcpuExit::X86Rdmsr(ReadMsrExit {
+            error: &mut error,
+            reason,
+            index,
+            data: &mut data,
+        });
+        let out = d.dispatch(0, &mut exit);
+        (out, error, data)
+    }
+
+    #[test]
+    fn a_panicking_handler_is_a_gp_not_a_successful_access() {
+        let d = Dispatcher::builder(Policy::<1>::new(Action::Allow))
+            .handle(0x4b56_4dff, Access::READ_WRITE, Panics)
+            .unwrap()
+            .build()
+            .unwrap();
+        let (out, error, data) = read(&d, 0x4b56_4dff, MsrExitReason::Filter);
+        assert_eq!(
+            out,
+            Dispatch::Msr {
+                index: 0x4b56_4dff,
+                write: false,
+                fault: true
+            }
+        );
+        assert_eq!((error, data), (1, 0));
+        let mut error = 0u8;
+        let mut exit = VcpuExit::X86Wrmsr(WriteMsrExit {
+            error: &mut error,
+            reason: MsrExitReason::Filter,
+            index: 0x4b56_4dff,
+            data: 1,
+        });
+        d.dispatch(0, &mut exit);
+        assert_eq!(error, 1);
+        assert_eq!(d.handler_stats()[0].faults, 2);
+    }
+
+    #[test]
+    fn exits_nobody_takes_fail_closed_whatever_the_kernel_preset() {
+        let d = Dispatcher::builder(Policy::<1>::new(Action::Allow))
+            .build()
+            .unwrap();
+        for reason in [
+            MsrExitReason::Filter,
+            MsrExitReason::Unknown,
+            MsrExitReason::Inval,
+        ] {
+            let (_, error, data) = read(&d, 0x10, reason);
+            assert_eq!((error, data), (1, 0), "{reason:?}");
+        }
+        assert_eq!(d.route_stats().faults, 3);
+    }
 
     #[test]
     fn per_msr_route_counters_track_256_msrs_then_count_the_rest() {

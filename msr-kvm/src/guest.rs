@@ -13,6 +13,7 @@
 //! | `0x0000..0x0400`   | real-mode IVT, vector `v` -> `0000:HANDLERS+8*v`   |
 //! | `0x1000`           | `rdmsr; hlt`                                       |
 //! | `0x1010`           | `wrmsr; hlt`                                       |
+//! | `0x1020`           | [`GuestVm::run_repeated`]'s loop, written by it    |
 //! | `0x2000..0x2800`   | per-vector stubs `mov al, v; out PORT, al; hlt`    |
 //! | `0x8000`           | initial stack pointer (`ss` = 0)                   |
 //!
@@ -42,6 +43,12 @@ const GP_VECTOR: u8 = 13;
 const MSR_INSN_LEN: u64 = 2;
 /// Bound on KVM_RUN round trips per access; one access needs at most three.
 const MAX_EXITS: usize = 16;
+/// Where [`GuestVm::run_repeated`] writes its loop.
+const LOOP_CODE: u16 = 0x1020;
+/// `rdmsr` (`0f 32`, patched to `0f 30` = `wrmsr` for writes); `dec si`; `jnz` back to the MSR
+/// instruction; `hlt`.
+const LOOP_BYTES: [u8; 6] = [0x0f, 0x32, 0x4e, 0x75, 0xfb, 0xf4];
+const _: () = assert!(LOOP_CODE as usize + LOOP_BYTES.len() <= MEM_SIZE);
 
 /// I/O port the #GP (vector 13) handler writes the vector number to.
 pub const GP_PORT: u16 = 0x10;
@@ -99,6 +106,19 @@ pub struct Outcome {
     /// The MSR exit, if any (`None`: the kernel handled the access itself).
     pub exit: Option<MsrExitSeen>,
     /// What the guest observed.
+    pub result: GuestResult,
+}
+
+/// Result of one [`GuestVm::run_repeated`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RepeatStats {
+    /// `KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR` exits seen, each passed to `on_exit`
+    /// (0: the kernel handled every access itself).
+    pub msr_exits: u32,
+    /// MSR instructions that retired: the count asked for, fewer if the guest took #GP.
+    pub retired: u16,
+    /// How the loop ended: `Completed` (with `EDX:EAX` after the last `rdmsr`; `None` for
+    /// writes) or `GeneralProtection` from the first access that faulted.
     pub result: GuestResult,
 }
 
@@ -371,6 +391,140 @@ impl GuestVm {
         Err(HarnessError::UnexpectedExit(format!(
             "no completion after {MAX_EXITS} exits"
         )))
+    }
+
+    /// Runs `count` identical accesses in one guest loop (`rdmsr` or `wrmsr`;
+    /// `dec si`; `jnz`; `hlt`, with `si = count`), entering the guest once
+    /// instead of once per access: the tool for measuring what an access
+    /// costs. Each `KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR` exit is counted
+    /// and passed to `on_exit` (which may set `data` / `error`), then the vCPU
+    /// resumes; the loop stops at the first #GP.
+    ///
+    /// `count == 0` runs nothing and reports no access. An MSR exit for another
+    /// MSR or direction, or more exits than accesses, is
+    /// [`HarnessError::UnexpectedExit`]; as with [`GuestVm::run`], drop the
+    /// `GuestVm` after any `Err`.
+    pub fn run_repeated(
+        &mut self,
+        access: MsrAccess,
+        count: u16,
+        on_exit: &mut dyn FnMut(&mut VcpuExit<'_>),
+    ) -> Result<RepeatStats, HarnessError> {
+        let (index, value, is_read) = match access {
+            MsrAccess::Read { index } => (index, 0, true),
+            MsrAccess::Write { index, value } => (index, value, false),
+        };
+        if count == 0 {
+            return Ok(RepeatStats {
+                msr_exits: 0,
+                retired: 0,
+                result: GuestResult::Completed { value: None },
+            });
+        }
+        let mut code = LOOP_BYTES;
+        if !is_read {
+            code[1] = 0x30; // wrmsr
+        }
+        let start = usize::from(LOOP_CODE);
+        // SAFETY: `start + code.len()` lies inside the live mapping owned by
+        // `self._mem` (MEM_SIZE bytes, checked at compile time at LOOP_BYTES).
+        // No Rust reference into guest memory exists, and the guest cannot
+        // touch it concurrently: the vCPU only runs inside `KVM_RUN` calls
+        // made through `&mut self`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                code.as_ptr(),
+                self._mem.ptr.as_ptr().add(start),
+                code.len(),
+            )
+        };
+
+        let mut regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = u64::from(LOOP_CODE);
+        regs.rcx = u64::from(index);
+        regs.rsi = u64::from(count);
+        regs.rax = value & 0xffff_ffff;
+        regs.rdx = value >> 32;
+        regs.rsp = STACK_TOP;
+        regs.rflags = 2;
+        self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+
+        let mut msr_exits: u32 = 0;
+        // Every access exits at most once; the slack absorbs EINTR/EAGAIN and
+        // the final hlt or #GP report.
+        let max_runs = u32::from(count) * 2 + MAX_EXITS as u32;
+        for _ in 0..max_runs {
+            let mut exit = match self.vcpu.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+                Err(e) => return Err(kvm_err("KVM_RUN")(e)),
+            };
+            let (exit_index, exit_is_write) = match &exit {
+                VcpuExit::X86Rdmsr(e) => (e.index, false),
+                VcpuExit::X86Wrmsr(e) => (e.index, true),
+                VcpuExit::IoOut(GP_PORT, [GP_VECTOR]) => {
+                    return self.finish_repeated(count, is_read, msr_exits, true);
+                }
+                VcpuExit::IoOut(OTHER_VECTOR_PORT, [vector]) => {
+                    return Err(HarnessError::UnexpectedVector(*vector));
+                }
+                VcpuExit::Hlt => {
+                    return self.finish_repeated(count, is_read, msr_exits, false);
+                }
+                other => return Err(HarnessError::UnexpectedExit(format!("{other:?}"))),
+            };
+            if exit_index != index || exit_is_write == is_read {
+                return Err(HarnessError::UnexpectedExit(format!(
+                    "MSR exit for {} of {exit_index:#x} while looping over {access:x?}",
+                    if exit_is_write { "wrmsr" } else { "rdmsr" }
+                )));
+            }
+            msr_exits += 1;
+            if msr_exits > u32::from(count) {
+                return Err(HarnessError::UnexpectedExit(format!(
+                    "{msr_exits} MSR exits for {count} accesses"
+                )));
+            }
+            on_exit(&mut exit);
+        }
+        Err(HarnessError::UnexpectedExit(format!(
+            "no completion after {max_runs} exits"
+        )))
+    }
+
+    /// Interprets the end of [`GuestVm::run_repeated`]'s loop: a `hlt` must be
+    /// the one after the loop with `si` at 0; on #GP, `si` still counts the
+    /// faulting access.
+    fn finish_repeated(
+        &self,
+        count: u16,
+        is_read: bool,
+        msr_exits: u32,
+        general_protection: bool,
+    ) -> Result<RepeatStats, HarnessError> {
+        let regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        let left = (regs.rsi & 0xffff) as u16;
+        let result = if general_protection {
+            GuestResult::GeneralProtection
+        } else {
+            // rip points past the 1-byte hlt that ends the loop.
+            let expected = u64::from(LOOP_CODE) + LOOP_BYTES.len() as u64;
+            if regs.rip != expected || left != 0 {
+                return Err(HarnessError::UnexpectedExit(format!(
+                    "hlt at rip {:#x} with si {left}, expected rip {expected:#x} with si 0",
+                    regs.rip
+                )));
+            }
+            GuestResult::Completed {
+                value: is_read
+                    .then_some(((regs.rdx & 0xffff_ffff) << 32) | (regs.rax & 0xffff_ffff)),
+            }
+        };
+        Ok(RepeatStats {
+            msr_exits,
+            retired: count.saturating_sub(left),
+            result,
+        })
     }
 
     /// Convenience: [`GuestVm::run`] with an `on_exit` that leaves the exit

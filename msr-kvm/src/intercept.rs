@@ -74,8 +74,20 @@ impl std::error::Error for KvmError {
 pub struct MsrInterception<V: Borrow<VmFd>> {
     vm: V,
     exits: MsrExitReason,
-    filter_installed: bool,
+    filter: FilterState,
     shut_down: bool,
+}
+
+/// What this owner knows of the VM's filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FilterState {
+    /// Not yet installed or removed through this owner: another owner, or code using the VM fd
+    /// directly, may have installed one, so FILTER exits must stay enabled.
+    Unknown,
+    /// No filter: every MSR is allowed.
+    None,
+    /// A filter that filters.
+    Installed,
 }
 
 fn enable_exits(vm: &VmFd, reasons: MsrExitReason) -> Result<(), KvmError> {
@@ -115,7 +127,7 @@ impl<V: Borrow<VmFd>> MsrInterception<V> {
         Ok(MsrInterception {
             vm,
             exits,
-            filter_installed: false,
+            filter: FilterState::Unknown,
             shut_down: false,
         })
     }
@@ -130,14 +142,20 @@ impl<V: Borrow<VmFd>> MsrInterception<V> {
         self.exits
     }
 
-    /// Whether a filter is installed (as opposed to none, or one that removes filtering).
+    /// Whether this owner installed a filter that filters (as opposed to none, or one that
+    /// removes filtering).
     pub fn filter_installed(&self) -> bool {
-        self.filter_installed
+        self.filter == FilterState::Installed
     }
 
-    /// Changes the exit reasons; refuses to drop FILTER while a filter is installed.
+    /// Changes the exit reasons; refuses to drop FILTER unless this owner knows no filter is
+    /// installed (it removed it, or installed one that removes filtering). Until then a filter
+    /// installed by other means is assumed: call [`remove_filter`](Self::remove_filter) first.
+    ///
+    /// Filters installed by calling the VM fd directly ([`vm`](Self::vm)) bypass this owner and
+    /// its checks.
     pub fn set_exit_reasons(&mut self, reasons: MsrExitReason) -> Result<(), KvmError> {
-        if self.filter_installed && !reasons.contains(MsrExitReason::Filter) {
+        if self.filter != FilterState::None && !reasons.contains(MsrExitReason::Filter) {
             return Err(KvmError::FilterExitRequired { asked: reasons });
         }
         enable_exits(self.vm.borrow(), reasons)?;
@@ -168,7 +186,11 @@ impl<V: Borrow<VmFd>> MsrInterception<V> {
                 err,
             }
         })?;
-        self.filter_installed = !filter.is_unfiltered();
+        self.filter = if filter.is_unfiltered() {
+            FilterState::None
+        } else {
+            FilterState::Installed
+        };
         Ok(filter.lints())
     }
 

@@ -4,7 +4,9 @@ use kvm_bindings::{kvm_enable_cap, KVM_CAP_X86_USER_SPACE_MSR};
 use kvm_ioctls::{
     MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit,
 };
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome};
+use msr_kvm::guest::{
+    kvm_available, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome, RepeatStats,
+};
 
 const TSC: u32 = 0x10;
 const FS_BASE: u32 = 0xC000_0100;
@@ -226,4 +228,93 @@ fn x2apic_range_is_not_filtered() {
     println!("x2APIC TPR read, same filter, all reasons: {r:?}");
     assert_eq!(r.exit.map(|e| e.reason), Some(MsrExitReason::Inval));
     assert_eq!(r.result, completed(Some(0)));
+}
+
+#[test]
+fn run_repeated_counts_exits() {
+    let Some(mut g) = vm_or_skip() else { return };
+    let mut no_exit = |exit: &mut VcpuExit<'_>| panic!("unexpected MSR exit {exit:?}");
+
+    // No filter: KVM handles every FS_BASE access in the kernel.
+    let r = g.run_repeated(read(FS_BASE), 100, &mut no_exit).unwrap();
+    println!("100 FS_BASE reads, no filter: {r:?}");
+    assert_eq!((r.msr_exits, r.retired), (0, 100));
+    assert!(matches!(
+        r.result,
+        GuestResult::Completed { value: Some(_) }
+    ));
+    let write = MsrAccess::Write {
+        index: FS_BASE,
+        value: 0x1234_5678,
+    };
+    let w = g.run_repeated(write, 100, &mut no_exit).unwrap();
+    assert_eq!(
+        w,
+        RepeatStats {
+            msr_exits: 0,
+            retired: 100,
+            result: completed(None)
+        }
+    );
+    assert_eq!(
+        g.run_repeated(read(FS_BASE), 0, &mut no_exit).unwrap(),
+        RepeatStats {
+            msr_exits: 0,
+            retired: 0,
+            result: completed(None)
+        }
+    );
+
+    // Denied: every access is one exit, and each exit completes its own access.
+    enable_user_space_msr(&g, MsrExitReason::Filter);
+    deny_range(&g, FS_BASE, 1);
+    let mut n = 0u64;
+    let mut supply = |exit: &mut VcpuExit<'_>| {
+        if let VcpuExit::X86Rdmsr(e) = exit {
+            n += 1;
+            *e.data = n;
+        }
+    };
+    let r = g.run_repeated(read(FS_BASE), 100, &mut supply).unwrap();
+    println!("100 FS_BASE reads, denied: {r:?}");
+    assert_eq!(
+        r,
+        RepeatStats {
+            msr_exits: 100,
+            retired: 100,
+            result: completed(Some(100))
+        }
+    );
+    let mut written = Vec::new();
+    let w = g
+        .run_repeated(write, 7, &mut |exit| {
+            if let VcpuExit::X86Wrmsr(e) = exit {
+                written.push(e.data);
+            }
+        })
+        .unwrap();
+    assert_eq!((w.msr_exits, w.retired), (7, 7));
+    assert_eq!(written, vec![0x1234_5678; 7]);
+
+    // The loop stops at the first #GP.
+    let mut k = 0;
+    let mut third_fails = |exit: &mut VcpuExit<'_>| {
+        if let VcpuExit::X86Rdmsr(e) = exit {
+            k += 1;
+            *e.error = u8::from(k == 3);
+        }
+    };
+    let gp = g.run_repeated(read(FS_BASE), 10, &mut third_fails).unwrap();
+    assert_eq!(
+        gp,
+        RepeatStats {
+            msr_exits: 3,
+            retired: 2,
+            result: GuestResult::GeneralProtection
+        }
+    );
+
+    // Other MSRs still never leave the kernel.
+    let t = g.run_repeated(read(TSC), 50, &mut no_exit).unwrap();
+    assert_eq!((t.msr_exits, t.retired), (0, 50));
 }

@@ -161,9 +161,8 @@ fn shutdown_and_drop_leave_no_filter_and_no_exits() {
 }
 
 /// The ordering rule says FILTER must be in the exit mask *before* a filter is installed.
-/// `MsrInterception` lets FILTER be dropped while no filter is installed (correct), but then
-/// `install` neither refuses nor re-enables it, so the filter goes in with FILTER missing and a
-/// denied access becomes a silent #GP: the hazard the type exists to prevent.
+/// `MsrInterception` lets FILTER be dropped once it knows no filter is installed; a later
+/// `install` must then enable it again (or refuse), never put the filter in without it.
 #[test]
 fn install_after_dropping_filter_exit_still_intercepts() {
     if !kvm_available() {
@@ -172,6 +171,7 @@ fn install_after_dropping_filter_exit_still_intercepts() {
     }
     let mut g = GuestVm::new().unwrap();
     let mut msrs = MsrInterception::new(g.kvm(), vm_handle(&g), MsrExitReason::empty()).unwrap();
+    msrs.remove_filter().unwrap();
     msrs.set_exit_reasons(MsrExitReason::Unknown).unwrap();
     match msrs.install(&deny_fs_base_read()) {
         Err(KvmError::FilterExitRequired { .. }) => {}
@@ -187,4 +187,28 @@ fn install_after_dropping_filter_exit_still_intercepts() {
             );
         }
     }
+}
+
+/// A new owner cannot know whether another owner (or code using the VM fd) installed a filter:
+/// it refuses to drop FILTER until it has removed or installed the filter itself.
+#[test]
+fn a_second_owner_keeps_the_filter_exit_of_the_first() {
+    if !kvm_available() {
+        println!("SKIPPED: no /dev/kvm");
+        return;
+    }
+    let mut g = GuestVm::new().unwrap();
+    let mut first = MsrInterception::new(g.kvm(), vm_handle(&g), MsrExitReason::empty()).unwrap();
+    first.install(&deny_fs_base_read()).unwrap();
+    let mut second = MsrInterception::new(g.kvm(), vm_handle(&g), MsrExitReason::empty()).unwrap();
+    assert!(matches!(
+        second.set_exit_reasons(MsrExitReason::Unknown),
+        Err(KvmError::FilterExitRequired { .. })
+    ));
+    assert_eq!(
+        run_failing(&mut g, rd(FS_BASE)),
+        exited(MsrExitReason::Filter, rd(FS_BASE), GP)
+    );
+    std::mem::forget(second);
+    drop(first);
 }

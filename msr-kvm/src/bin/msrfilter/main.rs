@@ -541,9 +541,16 @@ impl Loaded {
                 read_rule,
                 write_rule,
             } => read_rule.iter().chain(write_rule.iter()).copied().collect(),
-            PackError::TooManyRanges { rules, .. } => {
-                rules.iter().map(|&r| usize::from(r)).collect()
-            }
+            PackError::TooManyRanges {
+                rules,
+                default_forced_by,
+                ..
+            } => rules
+                .iter()
+                .map(|&r| usize::from(r))
+                .chain(*default_forced_by)
+                .collect(),
+            PackError::Internal { .. } => Vec::new(),
         };
         for rule in rules {
             message.push_str(&format!(
