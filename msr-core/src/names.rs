@@ -368,7 +368,7 @@ pub static MSR_GROUPS: &[(&str, u32, u32, &str)] = &[
     ("VMX", 0x0000_0480, 0x0000_0492, "VMX capability reporting MSRs"),
     ("RTIT", 0x0000_0560, 0x0000_0587, "Intel Processor Trace MSRs"),
     ("CET", 0x0000_06a0, 0x0000_06a8, "Control-flow enforcement (CET) MSRs"),
-    ("X2APIC", 0x0000_0800, 0x0000_08ff, "x2APIC register space"),
+    ("X2APIC", crate::abi::X2APIC_FIRST, crate::abi::X2APIC_LAST, "x2APIC register space"),
     ("LBR_INFO", 0x0000_0dc0, 0x0000_0ddf, "Last branch record info 0-31"),
     ("HYPERV", 0x4000_0000, 0x4000_01ff, "Hyper-V synthetic MSRs"),
     ("KVM", 0x4b56_4d00, 0x4b56_4dff, "KVM paravirtual MSRs"),

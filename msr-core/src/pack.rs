@@ -1168,6 +1168,17 @@ mod kernel_geometry_tests {
     }
 
     #[test]
+    fn the_search_counts_bitmap_bytes_as_the_kernel_reads_them() {
+        for n in [1u32, 63, 64, 65, 0x2fff, 0x3000] {
+            assert_eq!(
+                super::Geometry::KERNEL.bytes(u64::from(n)) as usize,
+                crate::abi::bitmap_bytes(n)
+            );
+        }
+        assert_eq!(super::Geometry::KERNEL.max_nmsrs, crate::abi::MAX_NMSRS);
+    }
+
+    #[test]
     fn deny_everything_packs_to_one_deny_range() {
         let policy: Policy<1> = Policy::parse("default deny").unwrap();
         let filter = policy.pack().unwrap().filter;

@@ -273,6 +273,11 @@ impl DispatcherBuilder {
         let by_access = AccessType::ALL.map(|a| {
             (0..entries.len())
                 .filter(|&k| entries[k].access.includes(a))
+                .map(|k| Span {
+                    first: entries[k].first,
+                    last: entries[k].last,
+                    entry: k,
+                })
                 .collect()
         });
         Ok(Dispatcher {
@@ -301,6 +306,14 @@ impl From<std::ops::RangeInclusive<u32>> for MsrSpan {
     fn from(r: std::ops::RangeInclusive<u32>) -> Self {
         MsrSpan(*r.start(), *r.end())
     }
+}
+
+/// One handler's MSRs for one access type, in the dispatcher's search array.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    first: u32,
+    last: u32,
+    entry: usize,
 }
 
 /// Lock-free counters of exits that no handler took, per route.
@@ -456,7 +469,7 @@ pub struct Dispatcher {
     /// Sorted by `first`.
     entries: Vec<Entry>,
     /// Per access type (read, write): the entries taking it, sorted and disjoint.
-    by_access: [Vec<usize>; 2],
+    by_access: [Box<[Span]>; 2],
     unknown: ExitRoute,
     inval: ExitRoute,
     unhandled: ExitRoute,
@@ -501,15 +514,22 @@ impl Dispatcher {
         &self.filter
     }
 
-    /// The handler taking `access` to `index`: a binary search of the entries taking that
-    /// access, which never overlap.
+    /// The handler taking `access` to `index`: a search of the contiguous spans of the entries
+    /// taking that access, which never overlap; a scan for a few, a binary search beyond.
+    #[inline]
     fn entry(&self, index: u32, access: AccessType) -> Option<&Entry> {
-        let list = &self.by_access[access as usize];
-        let i = list.partition_point(|&k| self.entries[k].first <= index);
-        let e = &self.entries[*list.get(i.checked_sub(1)?)?];
-        (e.last >= index).then_some(e)
+        const SCAN_UP_TO: usize = 8;
+        let spans = &self.by_access[access as usize];
+        let span = if spans.len() <= SCAN_UP_TO {
+            spans.iter().find(|s| s.first <= index && index <= s.last)?
+        } else {
+            let i = spans.partition_point(|s| s.first <= index);
+            spans.get(i.checked_sub(1)?).filter(|s| s.last >= index)?
+        };
+        Some(&self.entries[span.entry])
     }
 
+    #[inline]
     fn route(&self, ctx: &MsrContext, write: Option<u64>) -> Result<u64, Fault> {
         let access = if write.is_some() {
             AccessType::Write
