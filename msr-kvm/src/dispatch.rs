@@ -463,7 +463,8 @@ pub enum Dispatch {
 }
 
 /// Routes MSR exits to handlers; built by [`Dispatcher::builder`]. Share it between vCPU threads
-/// (`Arc<Dispatcher>`): dispatch takes `&self`, no lock, and allocates nothing.
+/// (`Arc<Dispatcher>`): dispatch takes `&self`, no lock, and allocates nothing (an exit no
+/// handler takes is logged to stderr, at most once a second).
 pub struct Dispatcher {
     filter: Filter,
     /// Sorted by `first`.
