@@ -120,8 +120,8 @@ pub unsafe fn from_kvm_bindings(raw: &kvm_msr_filter) -> Result<Filter, InvalidF
         let bitmap: &[u8] = if len == 0 {
             &[]
         } else {
-            // SAFETY: the caller promises `len` readable bytes at `bitmap` (the length the
-            // kernel would read, capped at the most it ever reads).
+            // SAFETY: the kernel would read this range's bitmap, so the caller promises `len`
+            // (= ceil(nmsrs / 64) * 8 <= 0x600) readable bytes at the non-null `bitmap`.
             unsafe { std::slice::from_raw_parts(r.bitmap, len) }
         };
         *out = RawRange {
