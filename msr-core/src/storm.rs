@@ -2,8 +2,9 @@
 //!
 //! KVM clears the VMX/SVM intercept for a few hot MSRs so that guest accesses never exit. A filter
 //! that denies one of them makes KVM intercept it again (`KVM_REQ_MSR_FILTER_CHANGED`), and every
-//! guest access then costs a full round trip to user space (about 10 µs on nested machines, 1-2
-//! µs on bare metal) instead of a few nanoseconds. Guests touch some of them on every context
+//! guest access then costs a full round trip to user space (7.7 µs per read on our nested
+//! development machines, see BENCHMARKS.md; 1-2 µs on bare metal by public reports) instead of a
+//! few nanoseconds. Guests touch some of them on every context
 //! switch (FS/GS base, KERNEL_GS_BASE, SPEC_CTRL) or system call setup.
 
 use crate::{Access, AccessType, Action, Filter};
