@@ -23,6 +23,10 @@
 //! no earlier, cost no higher) are dropped. The cost is (ranges, bitmap bytes), compared in that
 //! order. Both default actions are tried.
 //!
+//! The search allocates nothing: its state lives on the stack, about 100 KiB at the deepest
+//! (two layers of 128 states, the positions of one cluster, and the 25 KiB filter being built).
+//! Call it on a thread with room for that.
+//!
 //! The result is minimal unless a bound of the search was hit (more than 128 live states in one
 //! piece, more than 1024 pieces in a cluster); then the filter is still exact but
 //! [`Packed::proven_minimal`] is false.

@@ -289,7 +289,7 @@ fn parse_access(s: &str) -> Option<Access> {
 }
 
 impl<const N: usize> Policy<N> {
-    /// Parses policy text (see the [module docs](self) for the format). Allocation-free; every
+    /// Parses policy text (the format: `default allow|deny` once, then `allow|deny r|w|rw TARGET` lines where TARGET is an MSR number or name, `first-last`, `base+count` or a group name; `#` starts a comment). Allocation-free; every
     /// error names the line, the column and the offending token.
     ///
     /// ```

@@ -95,7 +95,7 @@ enum Command {
     ///
     /// With --format json, prints one JSON object: {"accepted": bool, "error": {"errno":
     /// "EINVAL", "message": ...} or null, "filter": the filter in the JSON form or null,
-    /// "ranges": N, "bitmap_bytes": N, "lints": [messages], "exit_storms": [{"msr":
+    /// "ranges": N, "bitmap_bytes": N, "lints": [MESSAGE, ...], "exit_storms": [{"msr":
     /// "0xc0000100", "name": "FS_BASE", "denied": "r", "message": ...}]}, plus "proven_minimal"
     /// for a policy. For a refused raw filter, "ranges" and "bitmap_bytes" count the non-empty
     /// slots and the bitmap bytes as given. Errors reading, parsing or packing print on standard
