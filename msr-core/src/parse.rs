@@ -193,7 +193,9 @@ struct Tokens<'a> {
 impl<'a> Tokens<'a> {
     fn next(&mut self) -> Option<(&'a str, u32)> {
         let trimmed = self.rest.trim_start();
-        self.column += count_chars(&self.rest[..self.rest.len() - trimmed.len()]);
+        self.column = self
+            .column
+            .saturating_add(count_chars(&self.rest[..self.rest.len() - trimmed.len()]));
         if trimmed.is_empty() {
             self.rest = trimmed;
             return None;
@@ -201,7 +203,7 @@ impl<'a> Tokens<'a> {
         let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
         let (token, rest) = trimmed.split_at(end);
         let column = self.column;
-        self.column += count_chars(token);
+        self.column = self.column.saturating_add(count_chars(token));
         self.rest = rest;
         Some((token, column))
     }
@@ -237,7 +239,7 @@ fn parse_item(s: &str, line: u32, column: u32) -> Result<u32, ParseError> {
 
 /// A rule's target: `ITEM`, `ITEM-ITEM`, `ITEM+COUNT` or a group name, as an inclusive range.
 fn parse_target(s: &str, line: u32, column: u32) -> Result<(u32, u32), ParseError> {
-    let sub_column = |prefix: &str| column + count_chars(prefix);
+    let sub_column = |prefix: &str| column.saturating_add(count_chars(prefix));
     if let Some((a, b)) = s.split_once('-') {
         let first = parse_item(a, line, column)?;
         let last = parse_item(b, line, sub_column(&s[..=a.len()]))?;

@@ -120,7 +120,7 @@ fn accepted_json(filter: &Filter) -> Value {
 fn storm_json(storm: &ExitStorm) -> Value {
     json!({
         "msr": format!("{:#x}", storm.msr.index),
-        "name": storm.msr.name,
+        "name": storm.msr.name(),
         "denied": storm.denied.as_str(),
         "message": storm.to_string(),
     })
