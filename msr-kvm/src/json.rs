@@ -272,10 +272,9 @@ impl RawFilterJson {
         Ok(RawFilterJson { flags, ranges: out })
     }
 
-    /// The kernel's verdict: the filter it would install, or why it would refuse it.
-    pub fn filter(&self) -> Result<Filter, InvalidFilter> {
-        let ranges: Vec<RawRange<'_>> = self
-            .ranges
+    /// The ranges as msr-core's raw type, borrowing the bitmaps (for [`RawFilter`]).
+    pub fn raw_ranges(&self) -> Vec<RawRange<'_>> {
+        self.ranges
             .iter()
             .map(|r| RawRange {
                 flags: r.flags,
@@ -283,10 +282,14 @@ impl RawFilterJson {
                 base: r.base,
                 bitmap: &r.bitmap,
             })
-            .collect();
+            .collect()
+    }
+
+    /// The kernel's verdict: the filter it would install, or why it would refuse it.
+    pub fn filter(&self) -> Result<Filter, InvalidFilter> {
         Filter::from_raw(&RawFilter {
             flags: self.flags,
-            ranges: &ranges,
+            ranges: &self.raw_ranges(),
         })
     }
 }

@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use common::*;
 use kvm_ioctls::{MsrExitReason, VcpuExit};
 use msr_core::{Access, AccessType, Action, Policy};
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess, Outcome};
+use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess};
 use msr_kvm::handlers::{Constant, Counting, OnWrite, ReadOnly, Shadow, WriteIgnore};
 use msr_kvm::{
     BuildError, Dispatch, Dispatcher, ExitRoute, HandlerStats, MsrInterception, RouteMsrStats,
@@ -23,23 +22,6 @@ const HV_FIRST: u32 = 0x4000_0000;
 const HV_LAST: u32 = 0x4000_00ff;
 const RO_GP: u32 = NON_EXISTENT;
 const RO_IGNORE: u32 = NON_EXISTENT + 1;
-
-/// Runs `access` as vCPU `vcpu`, `d` completing the exit; returns the outcome and what
-/// `dispatch` said.
-fn run_as(
-    g: &mut GuestVm,
-    d: &Dispatcher,
-    vcpu: usize,
-    access: MsrAccess,
-) -> (Outcome, Option<Dispatch>) {
-    let seen = RefCell::new(None);
-    let outcome = g
-        .run(access, &mut |exit| {
-            *seen.borrow_mut() = Some(d.dispatch(vcpu, exit));
-        })
-        .unwrap_or_else(|e| panic!("{access:x?}: {e}"));
-    (outcome, seen.into_inner())
-}
 
 /// What `dispatch` must report for an exit of `access` ending in `result`.
 fn msr_dispatch(access: MsrAccess, result: GuestResult) -> Option<Dispatch> {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{raw_set_filter, to_kvm_filter};
-use msr_core::{abi, RawFilter, RawRange};
+use msr_core::{abi, RawFilter};
 use msr_kvm::guest::{kvm_available, GuestVm};
 use msr_kvm::json::RawFilterJson;
 use proptest::prelude::*;
@@ -70,16 +70,7 @@ fn raw_json_verdict_matches_the_ioctl() {
         .run(&filter_json(), |text| {
             let raw = RawFilterJson::parse(&text).expect("generated JSON is well-formed");
             let verdict = raw.filter();
-            let ranges: Vec<RawRange<'_>> = raw
-                .ranges
-                .iter()
-                .map(|r| RawRange {
-                    flags: r.flags,
-                    nmsrs: r.nmsrs,
-                    base: r.base,
-                    bitmap: &r.bitmap,
-                })
-                .collect();
+            let ranges = raw.raw_ranges();
             let kvm = to_kvm_filter(&RawFilter {
                 flags: raw.flags,
                 ranges: &ranges,

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::cell::RefCell;
 use std::sync::Arc;
 
 use common::*;
@@ -17,22 +16,6 @@ use msr_kvm::{
 };
 
 const GP: GuestResult = GuestResult::GeneralProtection;
-
-/// Runs `access` with `d` completing every MSR exit (as vCPU 0); returns the outcome and what
-/// `dispatch` reported.
-fn run_dispatched(
-    g: &mut GuestVm,
-    d: &Dispatcher,
-    access: MsrAccess,
-) -> (Outcome, Option<Dispatch>) {
-    let seen = RefCell::new(None);
-    let outcome = g
-        .run(access, &mut |exit| {
-            *seen.borrow_mut() = Some(d.dispatch(0, exit));
-        })
-        .unwrap_or_else(|e| panic!("{access:?}: {e}"));
-    (outcome, seen.into_inner())
-}
 
 fn parse(text: &str) -> Policy<16> {
     Policy::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
@@ -159,7 +142,7 @@ fn filter_allow() {
         (rd(NON_EXISTENT), read_ok(2)),
     ];
     for (access, result) in steps {
-        let (outcome, dispatch) = run_dispatched(&mut g, &d, access);
+        let (outcome, dispatch) = run_as(&mut g, &d, 0, access);
         println!("{access:x?} -> {outcome:x?}");
         assert_eq!(
             outcome,
@@ -271,7 +254,7 @@ fn filter_deny() {
         ),
     ];
     for (access, want) in trapped {
-        let (outcome, _) = run_dispatched(&mut g, &d, access);
+        let (outcome, _) = run_as(&mut g, &d, 0, access);
         println!("filtered: {access:x?} -> {outcome:x?}");
         assert_eq!(outcome, want, "filtered: {access:x?}");
     }
@@ -287,9 +270,9 @@ fn filter_deny() {
     );
     // Default deny covers what no range does; x2APIC MSRs are never filtered (INVAL here: no
     // in-kernel LAPIC), and the INVAL route defaults to #GP.
-    let (outcome, _) = run_dispatched(&mut g, &d, rd(0x3000));
+    let (outcome, _) = run_as(&mut g, &d, 0, rd(0x3000));
     assert_eq!(outcome, exited(filter, rd(0x3000), read_ok(0x3000)));
-    let (outcome, _) = run_dispatched(&mut g, &d, rd(X2APIC_TPR));
+    let (outcome, _) = run_as(&mut g, &d, 0, rd(X2APIC_TPR));
     assert_eq!(outcome, exited(MsrExitReason::Inval, rd(X2APIC_TPR), GP));
     assert_eq!(
         d.route_stats(),
@@ -320,7 +303,7 @@ fn filter_deny() {
         ),
     ];
     for (access, want) in untrapped {
-        let (outcome, _) = run_dispatched(&mut g, &d, access);
+        let (outcome, _) = run_as(&mut g, &d, 0, access);
         println!("unfiltered: {access:x?} -> {outcome:x?}");
         assert_eq!(outcome, want, "unfiltered: {access:x?}");
     }
@@ -376,45 +359,33 @@ fn fs_gs_base_filters_swap() {
     // guest_code_permission_bitmap, first half: FS_BASE reads exit, GS_BASE reads do not.
     msrs.install(d_fs.filter()).unwrap();
     assert_eq!(
-        run_dispatched(&mut g, &d_fs, rd(FS_BASE)).0,
+        run_as(&mut g, &d_fs, 0, rd(FS_BASE)).0,
         exited(filter, rd(FS_BASE), read_ok(fs))
     );
-    assert_eq!(
-        run_dispatched(&mut g, &d_fs, rd(GS_BASE)).0,
-        no_exit(read_ok(0))
-    );
+    assert_eq!(run_as(&mut g, &d_fs, 0, rd(GS_BASE)).0, no_exit(read_ok(0)));
     // Writes are not filtered.
     assert_eq!(
-        run_dispatched(&mut g, &d_fs, wr(FS_BASE, 0)).0,
+        run_as(&mut g, &d_fs, 0, wr(FS_BASE, 0)).0,
         no_exit(WRITE_OK)
     );
 
     // GUEST_SYNC: swap the filter.
     msrs.install(d_gs.filter()).unwrap();
+    assert_eq!(run_as(&mut g, &d_gs, 0, rd(FS_BASE)).0, no_exit(read_ok(0)));
     assert_eq!(
-        run_dispatched(&mut g, &d_gs, rd(FS_BASE)).0,
-        no_exit(read_ok(0))
-    );
-    assert_eq!(
-        run_dispatched(&mut g, &d_gs, rd(GS_BASE)).0,
+        run_as(&mut g, &d_gs, 0, rd(GS_BASE)).0,
         exited(filter, rd(GS_BASE), read_ok(gs))
     );
     assert_eq!(
-        run_dispatched(&mut g, &d_gs, wr(GS_BASE, 0)).0,
+        run_as(&mut g, &d_gs, 0, wr(GS_BASE, 0)).0,
         no_exit(WRITE_OK)
     );
 
     // And none.
     msrs.remove_filter().unwrap();
     for d in [&d_fs, &d_gs] {
-        assert_eq!(
-            run_dispatched(&mut g, d, rd(FS_BASE)).0,
-            no_exit(read_ok(0))
-        );
-        assert_eq!(
-            run_dispatched(&mut g, d, rd(GS_BASE)).0,
-            no_exit(read_ok(0))
-        );
+        assert_eq!(run_as(&mut g, d, 0, rd(FS_BASE)).0, no_exit(read_ok(0)));
+        assert_eq!(run_as(&mut g, d, 0, rd(GS_BASE)).0, no_exit(read_ok(0)));
     }
     for d in [&d_fs, &d_gs] {
         let s = d.handler_stats();
@@ -531,7 +502,7 @@ fn handler_fault_is_guest_gp() {
         ),
     ];
     for (access, want) in cases {
-        let (outcome, dispatch) = run_dispatched(&mut g, &d, access);
+        let (outcome, dispatch) = run_as(&mut g, &d, 0, access);
         assert_eq!(outcome, want, "{access:x?}");
         assert!(
             matches!(dispatch, Some(Dispatch::Msr { fault, .. }) if fault == (want.result == GP))

@@ -227,3 +227,20 @@ impl Rng {
         items[self.below(items.len() as u32) as usize]
     }
 }
+
+/// Runs `access` as vCPU `vcpu`, `d` completing the exit; returns the outcome and what
+/// `dispatch` said.
+pub fn run_as(
+    g: &mut GuestVm,
+    d: &msr_kvm::Dispatcher,
+    vcpu: usize,
+    access: MsrAccess,
+) -> (Outcome, Option<msr_kvm::Dispatch>) {
+    let seen = std::cell::RefCell::new(None);
+    let outcome = g
+        .run(access, &mut |exit| {
+            *seen.borrow_mut() = Some(d.dispatch(vcpu, exit));
+        })
+        .unwrap_or_else(|e| panic!("{access:x?}: {e}"));
+    (outcome, seen.into_inner())
+}
