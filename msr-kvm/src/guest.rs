@@ -13,7 +13,8 @@
 //! | `0x0000..0x0400`   | real-mode IVT, vector `v` -> `0000:HANDLERS+8*v`   |
 //! | `0x1000`           | `rdmsr; hlt`                                       |
 //! | `0x1010`           | `wrmsr; hlt`                                       |
-//! | `0x1020`           | [`GuestVm::run_repeated`]'s loop, written by it    |
+//! | `0x1020`           | `rdmsr; dec si; jnz; hlt` for [`GuestVm::run_repeated`] |
+//! | `0x1030`           | `wrmsr; dec si; jnz; hlt` for [`GuestVm::run_repeated`] |
 //! | `0x2000..0x2800`   | per-vector stubs `mov al, v; out PORT, al; hlt`    |
 //! | `0x8000`           | initial stack pointer (`ss` = 0)                   |
 //!
@@ -27,7 +28,7 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{kvm_regs, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, MsrExitReason, VcpuExit, VcpuFd, VmFd};
 use vmm_sys_util::errno;
 
@@ -43,12 +44,15 @@ const GP_VECTOR: u8 = 13;
 const MSR_INSN_LEN: u64 = 2;
 /// Bound on KVM_RUN round trips per access; one access needs at most three.
 const MAX_EXITS: usize = 16;
-/// Where [`GuestVm::run_repeated`] writes its loop.
-const LOOP_CODE: u16 = 0x1020;
-/// `rdmsr` (`0f 32`, patched to `0f 30` = `wrmsr` for writes); `dec si`; `jnz` back to the MSR
-/// instruction; `hlt`.
-const LOOP_BYTES: [u8; 6] = [0x0f, 0x32, 0x4e, 0x75, 0xfb, 0xf4];
-const _: () = assert!(LOOP_CODE as usize + LOOP_BYTES.len() <= MEM_SIZE);
+/// [`GuestVm::run_repeated`]'s loops: `rdmsr` (`0f 32`) or `wrmsr` (`0f 30`); `dec si`; `jnz`
+/// back to the MSR instruction; `hlt`.
+const RDMSR_LOOP: u16 = 0x1020;
+const WRMSR_LOOP: u16 = 0x1030;
+const LOOP_LEN: u64 = 6;
+
+fn loop_bytes(msr_insn: u8) -> [u8; LOOP_LEN as usize] {
+    [0x0f, msr_insn, 0x4e, 0x75, 0xfb, 0xf4]
+}
 
 /// I/O port the #GP (vector 13) handler writes the vector number to.
 pub const GP_PORT: u16 = 0x10;
@@ -244,7 +248,16 @@ fn guest_image() -> Vec<u8> {
     mem[rd..rd + 3].copy_from_slice(&[0x0f, 0x32, 0xf4]); // rdmsr ; hlt
     let wr = usize::from(WRMSR_CODE);
     mem[wr..wr + 3].copy_from_slice(&[0x0f, 0x30, 0xf4]); // wrmsr ; hlt
+    for (at, insn) in [(RDMSR_LOOP, 0x32), (WRMSR_LOOP, 0x30)] {
+        let at = usize::from(at);
+        mem[at..at + LOOP_LEN as usize].copy_from_slice(&loop_bytes(insn));
+    }
     mem
+}
+
+/// `EDX:EAX` as `rdmsr` leaves them.
+fn edx_eax(regs: &kvm_regs) -> u64 {
+    ((regs.rdx & 0xffff_ffff) << 32) | (regs.rax & 0xffff_ffff)
 }
 
 /// A one-vCPU real-mode VM that runs single MSR accesses.
@@ -335,18 +348,11 @@ impl GuestVm {
         access: MsrAccess,
         on_exit: &mut dyn FnMut(&mut VcpuExit<'_>),
     ) -> Result<Outcome, HarnessError> {
-        let (code, index, value, is_read) = match access {
-            MsrAccess::Read { index } => (RDMSR_CODE, index, 0, true),
-            MsrAccess::Write { index, value } => (WRMSR_CODE, index, value, false),
+        let (code, is_read) = match access {
+            MsrAccess::Read { .. } => (RDMSR_CODE, true),
+            MsrAccess::Write { .. } => (WRMSR_CODE, false),
         };
-        let mut regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
-        regs.rip = u64::from(code);
-        regs.rcx = u64::from(index);
-        regs.rax = value & 0xffff_ffff;
-        regs.rdx = value >> 32;
-        regs.rsp = STACK_TOP;
-        regs.rflags = 2;
-        self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        self.enter(code, access, 0)?;
 
         let mut seen: Option<MsrExitSeen> = None;
         for _ in 0..MAX_EXITS {
@@ -410,9 +416,9 @@ impl GuestVm {
         count: u16,
         on_exit: &mut dyn FnMut(&mut VcpuExit<'_>),
     ) -> Result<RepeatStats, HarnessError> {
-        let (index, value, is_read) = match access {
-            MsrAccess::Read { index } => (index, 0, true),
-            MsrAccess::Write { index, value } => (index, value, false),
+        let (code, index, is_read) = match access {
+            MsrAccess::Read { index } => (RDMSR_LOOP, index, true),
+            MsrAccess::Write { index, .. } => (WRMSR_LOOP, index, false),
         };
         if count == 0 {
             return Ok(RepeatStats {
@@ -421,33 +427,7 @@ impl GuestVm {
                 result: GuestResult::Completed { value: None },
             });
         }
-        let mut code = LOOP_BYTES;
-        if !is_read {
-            code[1] = 0x30; // wrmsr
-        }
-        let start = usize::from(LOOP_CODE);
-        // SAFETY: `start + code.len()` lies inside the live mapping owned by
-        // `self._mem` (MEM_SIZE bytes, checked at compile time at LOOP_BYTES).
-        // No Rust reference into guest memory exists, and the guest cannot
-        // touch it concurrently: the vCPU only runs inside `KVM_RUN` calls
-        // made through `&mut self`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                code.as_ptr(),
-                self._mem.ptr.as_ptr().add(start),
-                code.len(),
-            )
-        };
-
-        let mut regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
-        regs.rip = u64::from(LOOP_CODE);
-        regs.rcx = u64::from(index);
-        regs.rsi = u64::from(count);
-        regs.rax = value & 0xffff_ffff;
-        regs.rdx = value >> 32;
-        regs.rsp = STACK_TOP;
-        regs.rflags = 2;
-        self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))?;
+        self.enter(code, access, count)?;
 
         let mut msr_exits: u32 = 0;
         // Every access exits at most once; the slack absorbs EINTR/EAGAIN and
@@ -463,13 +443,13 @@ impl GuestVm {
                 VcpuExit::X86Rdmsr(e) => (e.index, false),
                 VcpuExit::X86Wrmsr(e) => (e.index, true),
                 VcpuExit::IoOut(GP_PORT, [GP_VECTOR]) => {
-                    return self.finish_repeated(count, is_read, msr_exits, true);
+                    return self.finish_repeated(code, count, is_read, msr_exits, true);
                 }
                 VcpuExit::IoOut(OTHER_VECTOR_PORT, [vector]) => {
                     return Err(HarnessError::UnexpectedVector(*vector));
                 }
                 VcpuExit::Hlt => {
-                    return self.finish_repeated(count, is_read, msr_exits, false);
+                    return self.finish_repeated(code, count, is_read, msr_exits, false);
                 }
                 other => return Err(HarnessError::UnexpectedExit(format!("{other:?}"))),
             };
@@ -497,6 +477,7 @@ impl GuestVm {
     /// faulting access.
     fn finish_repeated(
         &self,
+        code: u16,
         count: u16,
         is_read: bool,
         msr_exits: u32,
@@ -508,7 +489,7 @@ impl GuestVm {
             GuestResult::GeneralProtection
         } else {
             // rip points past the 1-byte hlt that ends the loop.
-            let expected = u64::from(LOOP_CODE) + LOOP_BYTES.len() as u64;
+            let expected = u64::from(code) + LOOP_LEN;
             if regs.rip != expected || left != 0 {
                 return Err(HarnessError::UnexpectedExit(format!(
                     "hlt at rip {:#x} with si {left}, expected rip {expected:#x} with si 0",
@@ -516,8 +497,7 @@ impl GuestVm {
                 )));
             }
             GuestResult::Completed {
-                value: is_read
-                    .then_some(((regs.rdx & 0xffff_ffff) << 32) | (regs.rax & 0xffff_ffff)),
+                value: is_read.then(|| edx_eax(&regs)),
             }
         };
         Ok(RepeatStats {
@@ -525,6 +505,24 @@ impl GuestVm {
             retired: count.saturating_sub(left),
             result,
         })
+    }
+
+    /// Points the vCPU at the code at `rip` with `ecx` = the MSR, `edx:eax` = the value written
+    /// and `si` = the loop count.
+    fn enter(&mut self, rip: u16, access: MsrAccess, count: u16) -> Result<(), HarnessError> {
+        let (index, value) = match access {
+            MsrAccess::Read { index } => (index, 0),
+            MsrAccess::Write { index, value } => (index, value),
+        };
+        let mut regs = self.vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+        regs.rip = u64::from(rip);
+        regs.rcx = u64::from(index);
+        regs.rsi = u64::from(count);
+        regs.rax = value & 0xffff_ffff;
+        regs.rdx = value >> 32;
+        regs.rsp = STACK_TOP;
+        regs.rflags = 2;
+        self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
     }
 
     /// Convenience: [`GuestVm::run`] with an `on_exit` that leaves the exit
@@ -551,7 +549,7 @@ impl GuestVm {
                 regs.rip
             )));
         }
-        let value = is_read.then_some(((regs.rdx & 0xffff_ffff) << 32) | (regs.rax & 0xffff_ffff));
+        let value = is_read.then(|| edx_eax(&regs));
         Ok(Outcome {
             exit: seen,
             result: GuestResult::Completed { value },
