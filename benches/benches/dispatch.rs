@@ -9,67 +9,41 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kvm_ioctls::{MsrExitReason, ReadMsrExit, VcpuExit};
-use msr_benches::{dispatch_msrs, dispatch_probes, LinearDispatcher};
-use msr_core::{Access, Action, Policy};
-use msr_kvm::handlers::Constant;
-use msr_kvm::Dispatcher;
+use kvm_ioctls::VcpuExit;
+use msr_benches::{dispatch_probes, dispatch_setup, read_exit};
 
 /// Exits per iteration.
 const EXITS: usize = 256;
+
+/// Completes a FILTER `rdmsr` exit for every probe with `dispatch`; a checksum of the results
+/// keeps the work observable.
+#[inline]
+fn complete_all(probes: &[u32], dispatch: impl Fn(&mut VcpuExit<'_>)) -> u64 {
+    black_box(probes).iter().fold(0u64, |sum, &index| {
+        let (data, error) = read_exit(index, &dispatch);
+        sum.wrapping_add(data ^ u64::from(error))
+    })
+}
 
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(EXITS as u64));
     for n in [1, 16, 64] {
-        let msrs = dispatch_msrs(n);
-        let mut builder = Dispatcher::builder(Policy::<1>::new(Action::Allow));
-        let mut linear = LinearDispatcher::new();
-        let mut counted = LinearDispatcher::with_counters();
-        for &m in &msrs {
-            builder = builder
-                .handle(m, Access::READ_WRITE, Constant::new(u64::from(m)))
-                .expect("register handler");
-            linear.handle(m, Constant::new(u64::from(m)));
-            counted.handle(m, Constant::new(u64::from(m)));
-        }
-        let ours = builder.build().expect("build dispatcher");
-        let probes = dispatch_probes(&msrs, EXITS);
-
+        let setup = dispatch_setup(n);
+        let probes = dispatch_probes(&setup.msrs, EXITS);
+        let (ours, linear, counted) = (&setup.ours, &setup.linear, &setup.counted);
         group.bench_with_input(BenchmarkId::new("ours", n), &probes, |b, probes| {
             b.iter(|| {
-                let ours = black_box(&ours);
-                let mut sum = 0u64;
-                for &index in black_box(probes) {
-                    let (mut data, mut error) = (0u64, 0u8);
-                    let mut exit = VcpuExit::X86Rdmsr(ReadMsrExit {
-                        error: &mut error,
-                        reason: MsrExitReason::Filter,
-                        index,
-                        data: &mut data,
-                    });
-                    black_box(ours.dispatch(0, &mut exit));
-                    sum = sum.wrapping_add(data ^ u64::from(error));
-                }
-                sum
+                complete_all(probes, |e| {
+                    black_box(black_box(ours).dispatch(0, e));
+                })
             })
         });
         group.bench_with_input(BenchmarkId::new("linear_scan", n), &probes, |b, probes| {
             b.iter(|| {
-                let linear = black_box(&linear);
-                let mut sum = 0u64;
-                for &index in black_box(probes) {
-                    let (mut data, mut error) = (0u64, 0u8);
-                    let mut exit = VcpuExit::X86Rdmsr(ReadMsrExit {
-                        error: &mut error,
-                        reason: MsrExitReason::Filter,
-                        index,
-                        data: &mut data,
-                    });
-                    black_box(linear.dispatch(0, &mut exit));
-                    sum = sum.wrapping_add(data ^ u64::from(error));
-                }
-                sum
+                complete_all(probes, |e| {
+                    black_box(black_box(linear).dispatch(0, e));
+                })
             })
         });
         group.bench_with_input(
@@ -77,20 +51,9 @@ fn dispatch(c: &mut Criterion) {
             &probes,
             |b, probes| {
                 b.iter(|| {
-                    let linear = black_box(&counted);
-                    let mut sum = 0u64;
-                    for &index in black_box(probes) {
-                        let (mut data, mut error) = (0u64, 0u8);
-                        let mut exit = VcpuExit::X86Rdmsr(ReadMsrExit {
-                            error: &mut error,
-                            reason: MsrExitReason::Filter,
-                            index,
-                            data: &mut data,
-                        });
-                        black_box(linear.dispatch(0, &mut exit));
-                        sum = sum.wrapping_add(data ^ u64::from(error));
-                    }
-                    sum
+                    complete_all(probes, |e| {
+                        black_box(black_box(counted).dispatch(0, e));
+                    })
                 })
             },
         );

@@ -16,9 +16,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use kvm_ioctls::VcpuExit;
-use msr_core::{AccessType, Action, Filter, RawFilter, RawRange};
-use msr_kvm::{MsrContext, MsrHandler};
+use kvm_ioctls::{MsrExitReason, ReadMsrExit, VcpuExit};
+use msr_core::{Access, AccessType, Action, Filter, Policy, RawFilter, RawRange};
+use msr_kvm::handlers::Constant;
+use msr_kvm::{Dispatcher, MsrContext, MsrHandler};
 
 /// The x2APIC MSRs, which the kernel never filters.
 const X2APIC: std::ops::RangeInclusive<u32> = 0x800..=0x8ff;
@@ -285,6 +286,55 @@ pub fn dispatch_probes(msrs: &[u32], count: usize) -> Vec<u32> {
         .collect()
 }
 
+/// The three dispatchers of the `dispatch` group, over the same handlers: one
+/// `handlers::Constant` per MSR of [`dispatch_msrs`].
+pub struct DispatchSetup {
+    /// The handled MSRs.
+    pub msrs: Vec<u32>,
+    /// The product.
+    pub ours: Dispatcher,
+    /// QEMU's scheme, without counters.
+    pub linear: LinearDispatcher,
+    /// QEMU's scheme with the dispatcher's per-handler counter.
+    pub counted: LinearDispatcher,
+}
+
+/// Builds the [`DispatchSetup`] for `n` handlers.
+pub fn dispatch_setup(n: usize) -> DispatchSetup {
+    let msrs = dispatch_msrs(n);
+    let mut builder = Dispatcher::builder(Policy::<1>::new(Action::Allow));
+    let mut linear = LinearDispatcher::new();
+    let mut counted = LinearDispatcher::with_counters();
+    for &m in &msrs {
+        builder = builder
+            .handle(m, Access::READ_WRITE, Constant::new(u64::from(m)))
+            .expect("register handler");
+        linear.handle(m, Constant::new(u64::from(m)));
+        counted.handle(m, Constant::new(u64::from(m)));
+    }
+    let ours = builder.build().expect("build dispatcher");
+    DispatchSetup {
+        msrs,
+        ours,
+        linear,
+        counted,
+    }
+}
+
+/// Completes one FILTER `rdmsr` exit of `index` with `dispatch`; returns `(data, error)`.
+#[inline]
+pub fn read_exit(index: u32, dispatch: impl FnOnce(&mut VcpuExit<'_>)) -> (u64, u8) {
+    let (mut data, mut error) = (0u64, 0u8);
+    let mut exit = VcpuExit::X86Rdmsr(ReadMsrExit {
+        error: &mut error,
+        reason: MsrExitReason::Filter,
+        index,
+        data: &mut data,
+    });
+    dispatch(&mut exit);
+    (data, error)
+}
+
 /// Baseline: a QEMU-style MSR handler table (QEMU's `kvm_filter_msr()` fills an array of
 /// `{msr, rdmsr, wrmsr}` and `kvm_handle_rdmsr()` scans it for the exit's MSR on every exit).
 /// One MSR per handler; an MSR with no handler gets #GP. Without counters, as QEMU; built with
@@ -383,9 +433,6 @@ impl LinearDispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kvm_ioctls::{MsrExitReason, ReadMsrExit};
-    use msr_core::{Access, Policy};
-    use msr_kvm::{handlers::Constant, Dispatcher};
 
     #[test]
     fn baselines_decide_as_the_filter() {
@@ -426,37 +473,20 @@ mod tests {
 
     #[test]
     fn linear_dispatcher_completes_as_the_dispatcher() {
-        let msrs = dispatch_msrs(16);
-        let mut builder = Dispatcher::builder(Policy::<1>::new(Action::Allow));
-        let mut linear = LinearDispatcher::new();
-        let mut counted = LinearDispatcher::with_counters();
-        for &m in &msrs {
-            builder = builder
-                .handle(m, Access::READ_WRITE, Constant::new(u64::from(m)))
-                .unwrap();
-            linear.handle(m, Constant::new(u64::from(m)));
-            counted.handle(m, Constant::new(u64::from(m)));
-        }
-        let ours = builder.build().unwrap();
+        let DispatchSetup {
+            msrs,
+            ours,
+            linear,
+            counted,
+        } = dispatch_setup(16);
         for index in msrs.iter().copied().chain([0x4000_0101, 0x10]) {
-            let run = |f: &dyn Fn(&mut VcpuExit<'_>)| {
-                let (mut data, mut error) = (0u64, 0u8);
-                let mut exit = VcpuExit::X86Rdmsr(ReadMsrExit {
-                    error: &mut error,
-                    reason: MsrExitReason::Filter,
-                    index,
-                    data: &mut data,
-                });
-                f(&mut exit);
-                (data, error)
-            };
-            let a = run(&|e| {
+            let a = read_exit(index, |e| {
                 ours.dispatch(0, e);
             });
-            let b = run(&|e| {
+            let b = read_exit(index, |e| {
                 linear.dispatch(0, e);
             });
-            let c = run(&|e| {
+            let c = read_exit(index, |e| {
                 counted.dispatch(0, e);
             });
             assert_eq!(a, b, "{index:#x}");
