@@ -14,7 +14,7 @@ use kvm_ioctls::{MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilte
 use msr_core::{
     abi, Access, AccessType, Action, Filter, InvalidFilter, Policy, RawFilter, RawRange, Rule,
 };
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess};
+use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess};
 use msr_kvm::MsrInterception;
 
 const DEFAULT_SEED: u64 = 0x6d73_722d_6469_6666;
@@ -228,8 +228,7 @@ struct Divergence {
 
 #[test]
 fn decide_matches_kernel_on_random_filters() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let seed = seed();
@@ -476,8 +475,7 @@ fn random_any_raw(rng: &mut Rng) -> (u32, Vec<OwnedRange>) {
 
 #[test]
 fn from_raw_matches_kernel_validation() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let seed = seed() ^ 0x5a5a_5a5a;
@@ -573,8 +571,7 @@ fn from_raw_matches_kernel_validation() {
 
 #[test]
 fn bitmap_read_in_whole_words_efault_at_page_end() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let mut g = GuestVm::new().unwrap();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use common::*;
 use kvm_ioctls::{MsrExitReason, VcpuExit};
 use msr_core::{Access, AccessType, Action, Policy};
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess};
+use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess};
 use msr_kvm::handlers::{Constant, Counting, OnWrite, ReadOnly, Shadow, WriteIgnore};
 use msr_kvm::{
     BuildError, Dispatch, Dispatcher, ExitRoute, HandlerStats, MsrInterception, RouteMsrStats,
@@ -42,8 +42,7 @@ fn default_allow() -> Policy<4> {
 
 #[test]
 fn registered_handlers_intercept_and_complete() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let shadow = Arc::new(Shadow::new(2, 0x11));
@@ -231,8 +230,7 @@ fn registered_handlers_intercept_and_complete() {
 
 #[test]
 fn unhandled_filter_exit_fails_closed_raw_loop_fails_open() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     // The policy denies TSC_AUX, but nobody emulates it.
@@ -265,8 +263,7 @@ fn unhandled_filter_exit_fails_closed_raw_loop_fails_open() {
 
 #[test]
 fn unknown_and_inval_exits_follow_their_routes() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let mut g = GuestVm::new().unwrap();

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{raw_set_filter, to_kvm_filter};
+use common::{raw_set_filter, skip_without_kvm, to_kvm_filter};
 use msr_core::{abi, RawFilter};
-use msr_kvm::guest::{kvm_available, GuestVm};
+use msr_kvm::guest::GuestVm;
 use msr_kvm::json::RawFilterJson;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -56,8 +56,7 @@ fn filter_json() -> impl Strategy<Value = String> {
 
 #[test]
 fn raw_json_verdict_matches_the_ioctl() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let g = GuestVm::new().expect("GuestVm::new");

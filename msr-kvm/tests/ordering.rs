@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use kvm_ioctls::MsrExitReason;
 use msr_core::{Filter, Policy};
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm};
+use msr_kvm::guest::{GuestResult, GuestVm};
 use msr_kvm::{convert, KvmError, MsrInterception};
 
 /// `default allow`, reads of FS_BASE denied: one range, one word of bitmap.
@@ -23,8 +23,7 @@ const GP: GuestResult = GuestResult::GeneralProtection;
 
 #[test]
 fn filter_before_exits_is_a_silent_gp_and_interception_is_not() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let filter = deny_fs_base_read();
@@ -65,8 +64,7 @@ fn filter_before_exits_is_a_silent_gp_and_interception_is_not() {
 
 #[test]
 fn filter_exit_cannot_be_dropped_while_a_filter_is_installed() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let mut g = GuestVm::new().unwrap();
@@ -116,8 +114,7 @@ fn filter_exit_cannot_be_dropped_while_a_filter_is_installed() {
 
 #[test]
 fn shutdown_and_drop_leave_no_filter_and_no_exits() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let filter = deny_fs_base_read();
@@ -165,8 +162,7 @@ fn shutdown_and_drop_leave_no_filter_and_no_exits() {
 /// `install` must then enable it again (or refuse), never put the filter in without it.
 #[test]
 fn install_after_dropping_filter_exit_still_intercepts() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let mut g = GuestVm::new().unwrap();
@@ -193,8 +189,7 @@ fn install_after_dropping_filter_exit_still_intercepts() {
 /// it refuses to drop FILTER until it has removed or installed the filter itself.
 #[test]
 fn a_second_owner_keeps_the_filter_exit_of_the_first() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let mut g = GuestVm::new().unwrap();

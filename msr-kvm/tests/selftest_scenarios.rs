@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::*;
 use kvm_ioctls::MsrExitReason;
 use msr_core::{abi, Access, Action, Filter, InvalidFilter, Policy, RawFilter, RawRange};
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess, Outcome};
+use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess, Outcome};
 use msr_kvm::{
     handlers, Dispatch, Dispatcher, ExitRoute, Fault, HandlerStats, MsrContext, MsrHandler,
     MsrInterception, RouteStats,
@@ -97,8 +97,7 @@ fn stats(
 
 #[test]
 fn filter_allow() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let policy = parse(
@@ -185,8 +184,7 @@ fn filter_allow() {
 
 #[test]
 fn filter_deny() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let policy = parse(
@@ -322,8 +320,7 @@ fn filter_deny() {
 
 #[test]
 fn fs_gs_base_filters_swap() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let dispatcher = |index: u32| {
@@ -398,8 +395,7 @@ fn fs_gs_base_filters_swap() {
 
 #[test]
 fn each_exit_reason() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     // The kernel's numbers, as the exit mask takes them.
@@ -459,8 +455,7 @@ fn each_exit_reason() {
 
 #[test]
 fn handler_fault_is_guest_gp() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     let refuse: Arc<dyn MsrHandler> = Arc::new(Refuse);
@@ -655,8 +650,7 @@ fn invalid_filters_rejected_by_model() {
 
 #[test]
 fn invalid_filters_rejected_by_kernel() {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return;
     }
     // A refused filter leaves the installed one in place.

@@ -244,3 +244,13 @@ pub fn run_as(
         .unwrap_or_else(|e| panic!("{access:x?}: {e}"));
     (outcome, seen.into_inner())
 }
+
+/// True (after printing the loud line the project promises) when there is no usable /dev/kvm:
+/// the calling test returns and passes. With /dev/kvm present it returns false and the test runs.
+pub fn skip_without_kvm() -> bool {
+    if msr_kvm::guest::kvm_available() {
+        return false;
+    }
+    println!("SKIPPED: no /dev/kvm");
+    true
+}
