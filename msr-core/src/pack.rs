@@ -105,7 +105,9 @@ impl fmt::Display for PackError {
                 access,
             } => write!(
                 f,
-                "rule {rule} denies {access} access to x2APIC MSR {index:#x}, but the kernel never filters x2APIC MSRs 0x800-0x8ff"
+                "rule {rule} denies {access} access to x2APIC MSR {index:#x}, but the kernel never filters x2APIC MSRs {:#x}-{:#x}",
+                abi::X2APIC_FIRST,
+                abi::X2APIC_LAST
             ),
             PackError::LastMsrSplit {
                 read_rule,

@@ -118,7 +118,9 @@ impl fmt::Display for BuildError {
         match self {
             BuildError::X2apic { first, last } => write!(
                 f,
-                "a handler for MSRs {first:#x}-{last:#x} covers x2APIC MSRs 0x800-0x8ff, which the kernel never filters, so it would never see a FILTER exit (route their INVAL/UNKNOWN exits with on_inval/on_unknown instead)"
+                "a handler for MSRs {first:#x}-{last:#x} covers x2APIC MSRs {:#x}-{:#x}, which the kernel never filters, so it would never see a FILTER exit (route their INVAL/UNKNOWN exits with on_inval/on_unknown instead)",
+                abi::X2APIC_FIRST,
+                abi::X2APIC_LAST
             ),
             BuildError::Overlap { index, access } => write!(
                 f,

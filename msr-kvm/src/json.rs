@@ -1,18 +1,9 @@
-//! A raw filter as JSON, both ways: one documented form of `struct kvm_msr_filter`.
+//! A raw filter as JSON, both ways: one documented form of `struct kvm_msr_filter` ([`FORM`],
+//! which `msrfilter check --help` prints too):
 //!
-//! ```json
-//! {"default": "deny",
-//!  "ranges": [{"flags": ["read", "write"], "base": "0xc0000080", "nmsrs": 5,
-//!              "bitmap": "1f00000000000000"}]}
+//! ```text
+#![doc = include_str!("json_form.txt")]
 //! ```
-//!
-//! - `default`: `"allow"` or `"deny"`, or the raw integer of `kvm_msr_filter.flags` (so that a
-//!   filter another VMM passed to the kernel, invalid flags included, can be described exactly).
-//! - `ranges`: at most 16 slots, in the kernel's order; a range with `nmsrs` 0 is an empty slot.
-//! - `flags`: a list of `"read"`/`"write"`, or the raw integer of the range's flags.
-//! - `base`, `nmsrs`: a JSON number or a `"0x..."` string.
-//! - `bitmap`: the hex of the bytes exactly as the kernel reads them, `ceil(nmsrs / 64) * 8`
-//!   bytes (at most 0x600); bit `i % 8` of byte `i / 8` is MSR `base + i`; 1 = allow.
 //!
 //! Output ([`to_json`]) uses the names (`"allow"`, `["read"]`) and lists slots up to the last
 //! non-empty one. Input ([`RawFilterJson::parse`]) gives the raw filter; the kernel's verdict on
@@ -24,6 +15,9 @@ use msr_core::{abi, Access, Action, Filter, InvalidFilter, RawFilter, RawRange};
 use serde_json::{json, Map, Value};
 
 use crate::convert::bitmap_bytes;
+
+/// The JSON form, as plain text (the module docs and `msrfilter check --help` show it).
+pub const FORM: &str = include_str!("json_form.txt");
 
 /// The JSON form of a filter.
 pub fn to_json(filter: &Filter) -> Value {

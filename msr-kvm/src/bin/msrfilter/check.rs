@@ -186,7 +186,11 @@ fn describe_slot(filter: &Filter, slot: usize) -> String {
 /// What made a filter decide: `slot 0 (w 0x48) bit 0x0`, `no range matches: default allow`, ...
 fn filter_reason(filter: &Filter, why: &Explanation) -> String {
     match why.decider {
-        Decider::X2apic => "x2APIC MSRs 0x800-0x8ff are never filtered by the kernel".to_string(),
+        Decider::X2apic => format!(
+            "x2APIC MSRs {:#x}-{:#x} are never filtered by the kernel",
+            msr_core::abi::X2APIC_FIRST,
+            msr_core::abi::X2APIC_LAST
+        ),
         Decider::Range { slot, bit } => {
             format!("{} bit {bit:#x}", describe_slot(filter, slot))
         }

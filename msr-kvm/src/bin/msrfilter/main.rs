@@ -62,20 +62,6 @@ Exit status:
   2  command-line usage error";
 
 /// The JSON form of a raw filter, for `check --help`.
-const RAW_JSON_HELP: &str = "\
-A raw filter in JSON (--raw) is one documented form of struct kvm_msr_filter:
-  {\"default\": \"deny\",
-   \"ranges\": [{\"flags\": [\"read\", \"write\"], \"base\": \"0xc0000080\", \"nmsrs\": 5,
-               \"bitmap\": \"1f00000000000000\"}]}
-  default  \"allow\" or \"deny\", or the raw integer of kvm_msr_filter.flags
-  ranges   at most 16 slots, in the kernel's order; nmsrs 0 is an empty slot
-  flags    a list of \"read\"/\"write\", or the raw integer of the range's flags
-  base, nmsrs  a JSON number or a \"0x...\" string
-  bitmap   the hex of the bytes as the kernel reads them, ceil(nmsrs / 64) * 8 bytes (at most
-           0x600); bit i % 8 of byte i / 8 is MSR base + i; 1 = allow
-Invalid flags, too many MSRs or DEFAULT_DENY without ranges are read as given and judged as the
-kernel would judge them; a bitmap of the wrong length, a bad value or a field of the wrong type
-is an error naming the range and the field.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -100,7 +86,10 @@ enum Command {
     /// for a policy. For a refused raw filter, "ranges" and "bitmap_bytes" count the non-empty
     /// slots and the bitmap bytes as given. Errors reading, parsing or packing print on standard
     /// error only.
-    #[command(after_long_help = format!("{CHECK_EXIT_STATUS}\n\n{RAW_JSON_HELP}"))]
+    #[command(after_long_help = format!(
+        "{CHECK_EXIT_STATUS}\n\nA raw filter in JSON (--raw) is one documented form of struct kvm_msr_filter:\n{}",
+        msr_kvm::json::FORM
+    ))]
     Check {
         /// The policy file, or with --raw the raw filter in JSON (`-` for standard input).
         #[arg(value_name = "FILE")]

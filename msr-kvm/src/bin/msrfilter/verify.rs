@@ -4,14 +4,21 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit, VmFd};
-use msr_core::{AccessType, Action, Filter, Rule};
+use msr_core::{abi, AccessType, Action, Filter, Rule};
 use msr_kvm::guest::{GuestResult, GuestVm, HarnessError, MsrAccess, Outcome};
 use msr_kvm::MsrInterception;
 
 use crate::{insn, msr_label, plural, Failure, Loaded};
 
 /// MSRs probed whatever the policy: the bottom, both sides of the x2APIC block, the top.
-const FIXED_PROBES: [u32; 6] = [0x0, 0x7ff, 0x800, 0x8ff, 0x900, u32::MAX];
+const FIXED_PROBES: [u32; 6] = [
+    0,
+    abi::X2APIC_FIRST - 1,
+    abi::X2APIC_FIRST,
+    abi::X2APIC_LAST,
+    abi::X2APIC_LAST + 1,
+    u32::MAX,
+];
 
 /// The interception of a guest's VM; keep it alive while the guest runs.
 pub type Interception = MsrInterception<Arc<VmFd>>;
