@@ -50,5 +50,5 @@ pub use filter::{
     Decider, Explanation, Filter, InvalidFilter, Lint, Lints, Range, RawFilter, RawRange,
 };
 pub use pack::{PackError, Packed};
-pub use parse::{ParseError, ParseErrorKind};
+pub use parse::{parse_msr, parse_number, MsrText, ParseError, ParseErrorKind};
 pub use policy::{Policy, PolicyError, Rule};

@@ -389,6 +389,19 @@ pub fn entry_of(index: u32) -> Option<&'static MsrName> {
         .map(|i| &MSR_NAMES[i])
 }
 
+/// `0x48 (IA32_SPEC_CTRL)`, or `0x12345678` for an MSR without a name: how messages show an MSR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Label(pub u32);
+
+impl core::fmt::Display for Label {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match name_of(self.0) {
+            Some(name) => write!(f, "{:#x} ({name})", self.0),
+            None => write!(f, "{:#x}", self.0),
+        }
+    }
+}
+
 /// Name of `index` if it is in the table (binary search).
 #[must_use]
 pub fn name_of(index: u32) -> Option<&'static str> {

@@ -213,7 +213,14 @@ fn count_chars(s: &str) -> u32 {
     u32::try_from(s.chars().count()).unwrap_or(u32::MAX)
 }
 
-fn parse_number(s: &str) -> Option<u32> {
+/// A 32-bit number as policy text writes it: `0x`-prefixed hex or decimal, digits only.
+///
+/// ```
+/// assert_eq!(msr_core::parse_number("0xc0000080"), Some(0xc000_0080));
+/// assert_eq!(msr_core::parse_number("16"), Some(16));
+/// assert_eq!(msr_core::parse_number("+16"), None);
+/// ```
+pub fn parse_number(s: &str) -> Option<u32> {
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -226,15 +233,48 @@ fn parse_number(s: &str) -> Option<u32> {
     }
 }
 
-/// One end of a range: a number or an MSR name.
-fn parse_item(s: &str, line: u32, column: u32) -> Result<u32, ParseError> {
-    let first = s.as_bytes().first().copied().unwrap_or(b' ');
-    if first.is_ascii_digit() {
-        parse_number(s).ok_or_else(|| ParseError::new(line, column, ParseErrorKind::BadNumber, s))
+/// How policy text names one MSR: a number when it starts with a digit, else a name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MsrText {
+    /// The MSR.
+    Index(u32),
+    /// It starts with a digit but is not a 32-bit number.
+    BadNumber,
+    /// It is neither a number nor a known name.
+    UnknownName,
+}
+
+/// Reads one MSR as policy text writes it: a number (`0x` hex or decimal) or a name from
+/// [`names`](crate::names). For command lines and other hosts that take MSRs as text.
+///
+/// ```
+/// use msr_core::{parse_msr, MsrText};
+/// assert_eq!(parse_msr("spec_ctrl"), MsrText::Index(0x48));
+/// assert_eq!(parse_msr("0x48"), MsrText::Index(0x48));
+/// assert_eq!(parse_msr("0x4g"), MsrText::BadNumber);
+/// ```
+pub fn parse_msr(s: &str) -> MsrText {
+    let starts_with_digit = s.as_bytes().first().is_some_and(u8::is_ascii_digit);
+    let index = if starts_with_digit {
+        parse_number(s)
     } else {
         names::index_of(s)
-            .ok_or_else(|| ParseError::new(line, column, ParseErrorKind::UnknownName, s))
+    };
+    match (index, starts_with_digit) {
+        (Some(index), _) => MsrText::Index(index),
+        (None, true) => MsrText::BadNumber,
+        (None, false) => MsrText::UnknownName,
     }
+}
+
+/// One end of a range: a number or an MSR name.
+fn parse_item(s: &str, line: u32, column: u32) -> Result<u32, ParseError> {
+    let kind = match parse_msr(s) {
+        MsrText::Index(index) => return Ok(index),
+        MsrText::BadNumber => ParseErrorKind::BadNumber,
+        MsrText::UnknownName => ParseErrorKind::UnknownName,
+    };
+    Err(ParseError::new(line, column, kind, s))
 }
 
 /// A rule's target: `ITEM`, `ITEM-ITEM`, `ITEM+COUNT` or a group name, as an inclusive range.

@@ -124,8 +124,8 @@ impl fmt::Display for BuildError {
             ),
             BuildError::Overlap { index, access } => write!(
                 f,
-                "two handlers take {access}s of MSR {index:#x}{}",
-                NameSuffix(*index)
+                "two handlers take {access}s of MSR {}",
+                names::Label(*index)
             ),
             BuildError::BadRange { first, last } => write!(
                 f,
@@ -138,17 +138,6 @@ impl fmt::Display for BuildError {
 }
 
 impl std::error::Error for BuildError {}
-
-struct NameSuffix(u32);
-
-impl fmt::Display for NameSuffix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match names::name_of(self.0) {
-            Some(n) => write!(f, " ({n})"),
-            None => Ok(()),
-        }
-    }
-}
 
 struct Entry {
     first: u32,
@@ -587,11 +576,10 @@ impl Dispatcher {
             // A failed write to stderr must not disturb the vCPU thread.
             let _ = writeln!(
                 std::io::stderr(),
-                "msr-kvm: vCPU {} {} MSR {:#x}{} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
+                "msr-kvm: vCPU {} {} MSR {} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
                 ctx.vcpu,
                 if write.is_some() { "wrmsr" } else { "rdmsr" },
-                ctx.index,
-                NameSuffix(ctx.index),
+                names::Label(ctx.index),
                 reason_name(ctx.reason),
                 if ok { "completed by the configured route" } else { "#GP injected" },
             );

@@ -130,14 +130,7 @@ fn field_err(range: Option<usize>, field: &'static str, problem: impl Into<Strin
 fn number(v: &Value, range: Option<usize>, field: &'static str) -> Result<u32, JsonError> {
     let parsed = match v {
         Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        // Digits only: `from_str_radix` and `parse` would also take a leading `+`.
-        Value::String(s) => match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-            Some(h) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                u32::from_str_radix(h, 16).ok()
-            }
-            None if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
-            _ => None,
-        },
+        Value::String(s) => msr_core::parse_number(s),
         _ => None,
     };
     parsed.ok_or_else(|| {

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use msr_core::{names, AccessType, PackError, Packed, Policy};
+use msr_core::{names, AccessType, MsrText, PackError, Packed, Policy};
 use msr_kvm::guest::HarnessError;
 use msr_kvm::{KvmError, POLICY_CAPACITY};
 
@@ -576,32 +576,22 @@ fn print_json(value: &serde_json::Value) {
     );
 }
 
-/// Parses an MSR argument: `0x` hex, decimal, or a name.
+/// Parses an MSR argument as policy text writes MSRs: `0x` hex, decimal, or a name.
 fn parse_msr(s: &str) -> Result<u32, String> {
-    let number = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-        Some(u32::from_str_radix(hex, 16).map_err(|e| format!("bad hex MSR `{s}`: {e}"))?)
-    } else if s.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-        Some(
-            s.parse()
-                .map_err(|e| format!("bad MSR number `{s}`: {e}"))?,
-        )
-    } else {
-        None
-    };
-    match number {
-        Some(n) => Ok(n),
-        None => names::index_of(s).ok_or_else(|| {
-            format!("unknown MSR name `{s}` (give a number, 0x hex or decimal, or a name from msr_core::names)")
-        }),
+    match msr_core::parse_msr(s) {
+        MsrText::Index(index) => Ok(index),
+        MsrText::BadNumber => Err(format!(
+            "bad MSR number `{s}` (write 0x-prefixed hex or decimal)"
+        )),
+        MsrText::UnknownName => Err(format!(
+            "unknown MSR name `{s}` (give a number, 0x hex or decimal, or a name from msr_core::names)"
+        )),
     }
 }
 
 /// `0x48 (IA32_SPEC_CTRL)`, or `0x12345678` for an MSR without a name.
 fn msr_label(index: u32) -> String {
-    match names::name_of(index) {
-        Some(name) => format!("{index:#x} ({name})"),
-        None => format!("{index:#x}"),
-    }
+    names::Label(index).to_string()
 }
 
 /// `rdmsr` or `wrmsr`.
