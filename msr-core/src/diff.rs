@@ -1,6 +1,5 @@
 //! What changes between two policies: the review an operator reads before a live replacement.
 
-use crate::abi;
 use crate::policy::Policy;
 use crate::{AccessType, Action};
 
@@ -58,24 +57,7 @@ pub struct Diff<'a, const A: usize, const B: usize> {
 impl<const A: usize, const B: usize> Diff<'_, A, B> {
     /// The first boundary after `x` where either policy's decisions may change.
     fn next_boundary(&self, x: u64) -> u64 {
-        let x2apic = [
-            u64::from(abi::X2APIC_FIRST),
-            u64::from(abi::X2APIC_LAST) + 1,
-        ];
-        let bounds = self
-            .old
-            .rules()
-            .iter()
-            .chain(self.new.rules())
-            .flat_map(|r| [u64::from(r.first), u64::from(r.last) + 1])
-            .chain(x2apic);
-        let mut next = 1 << 32;
-        for b in bounds {
-            if b > x && b < next {
-                next = b;
-            }
-        }
-        next
+        self.old.next_boundary(x).min(self.new.next_boundary(x))
     }
 
     fn decisions(&self, x: u64, access: AccessType) -> (Action, Action) {

@@ -343,17 +343,12 @@ impl<const N: usize> Policy<N> {
                     }
                 }
             }
-            // Jump to the next boundary inside the x2APIC range.
-            let next = self
-                .rules()
-                .iter()
-                .flat_map(|r| [r.first, r.last.wrapping_add(1)])
-                .filter(|&b| b > index && b <= abi::X2APIC_LAST)
-                .min();
-            match next {
-                Some(n) => index = n,
-                None => return Ok(()),
+            // The rules decide alike up to the next boundary.
+            let next = self.next_boundary(u64::from(index));
+            if next > u64::from(abi::X2APIC_LAST) {
+                return Ok(());
             }
+            index = next as u32;
         }
     }
 
@@ -420,22 +415,7 @@ impl<const N: usize> Target for PolicyTarget<'_, N> {
     }
 
     fn next_boundary(&self, x: u64) -> u64 {
-        let mut next = self.end();
-        let x2apic = [
-            u64::from(abi::X2APIC_FIRST),
-            u64::from(abi::X2APIC_LAST) + 1,
-        ];
-        let rule_bounds = self
-            .0
-            .rules()
-            .iter()
-            .flat_map(|r| [u64::from(r.first), u64::from(r.last) + 1]);
-        for b in rule_bounds.chain(x2apic) {
-            if b > x && b < next {
-                next = b;
-            }
-        }
-        next
+        self.0.next_boundary(x).min(self.end())
     }
 
     fn intent(&self, index: u32, access: AccessType) -> Option<Action> {

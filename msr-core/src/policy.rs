@@ -169,6 +169,22 @@ impl<const N: usize> Policy<N> {
         self.rules.iter().rposition(|r| r.covers(index, access))
     }
 
+    /// The first MSR after `x` (as a u64: 2^32 at the end) where the policy's decisions may
+    /// change: a rule's first MSR or the one after its last, or an edge of the x2APIC MSRs.
+    pub(crate) fn next_boundary(&self, x: u64) -> u64 {
+        let x2apic = [
+            u64::from(abi::X2APIC_FIRST),
+            u64::from(abi::X2APIC_LAST) + 1,
+        ];
+        self.rules
+            .iter()
+            .flat_map(|r| [u64::from(r.first), u64::from(r.last) + 1])
+            .chain(x2apic)
+            .filter(|&b| b > x)
+            .min()
+            .unwrap_or(1 << 32)
+    }
+
     /// What the policy wants for `index` and `access`: allow for x2APIC MSRs, else the last rule
     /// covering it, else the default action.
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
