@@ -61,8 +61,10 @@ impl Range {
     }
 
     /// Bit `offset` of the bitmap (`offset < nmsrs`), as an action.
+    /// Past the bitmap (`offset >= 0x3000`) it reads 0, deny, instead of panicking.
+    #[inline]
     pub fn bit(&self, offset: u32) -> Action {
-        let word = self.bitmap[(offset / 64) as usize % MAX_BITMAP_WORDS];
+        let word = self.bitmap.get((offset / 64) as usize).copied().unwrap_or(0);
         Action::from_bit(word >> (offset % 64))
     }
 
