@@ -14,10 +14,10 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use kvm_ioctls::{MsrExitReason, VcpuExit};
-use msr_core::{Access, Action, Policy};
-use msr_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess};
-use msr_kvm::handlers::Shadow;
-use msr_kvm::{Dispatcher, MsrInterception};
+use msr_filter_core::{Access, Action, Policy};
+use msr_filter_kvm::guest::{kvm_available, GuestResult, GuestVm, MsrAccess};
+use msr_filter_kvm::handlers::Shadow;
+use msr_filter_kvm::{Dispatcher, MsrInterception};
 
 /// Reads per guest entry.
 const READS: u16 = 1000;
@@ -44,7 +44,7 @@ fn exit_storm(c: &mut Criterion) {
 
         // Denied: every read exits to the dispatcher's Shadow handler.
         let mut denied = GuestVm::new().expect("GuestVm::new");
-        let dispatcher = Dispatcher::builder(Policy::<1>::new(Action::Allow))
+        let dispatcher = Dispatcher::builder(&Policy::<1>::new(Action::Allow))
             .handle(index, Access::READ, Shadow::new(1, SHADOW_VALUE))
             .expect("register handler")
             .build()

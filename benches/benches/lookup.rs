@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use msr_benches::{kernel_scan, lookup_filter, lookup_probes, BTreeMapFilter, KernelFilter};
-use msr_core::Action;
+use msr_filter_core::Action;
 
 /// Probes per iteration.
 const PROBES: usize = 1024;

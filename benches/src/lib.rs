@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, ReadMsrExit, VcpuExit};
-use msr_core::{Access, AccessType, Action, Filter, Policy, RawFilter, RawRange};
-use msr_kvm::handlers::Constant;
-use msr_kvm::{Dispatcher, MsrContext, MsrHandler};
+use msr_filter_core::{Access, AccessType, Action, Filter, Policy, RawFilter, RawRange};
+use msr_filter_kvm::handlers::Constant;
+use msr_filter_kvm::{Dispatcher, MsrContext, MsrHandler};
 
 /// The x2APIC MSRs, which the kernel never filters.
 const X2APIC: std::ops::RangeInclusive<u32> = 0x800..=0x8ff;
@@ -302,7 +302,7 @@ pub struct DispatchSetup {
 /// Builds the [`DispatchSetup`] for `n` handlers.
 pub fn dispatch_setup(n: usize) -> DispatchSetup {
     let msrs = dispatch_msrs(n);
-    let mut builder = Dispatcher::builder(Policy::<1>::new(Action::Allow));
+    let mut builder = Dispatcher::builder(&Policy::<1>::new(Action::Allow));
     let mut linear = LinearDispatcher::new();
     let mut counted = LinearDispatcher::with_counters();
     for &m in &msrs {
@@ -339,7 +339,7 @@ pub fn read_exit(index: u32, dispatch: impl FnOnce(&mut VcpuExit<'_>)) -> (u64, 
 /// `{msr, rdmsr, wrmsr}` and `kvm_handle_rdmsr()` scans it for the exit's MSR on every exit).
 /// One MSR per handler; an MSR with no handler gets #GP. Without counters, as QEMU; built with
 /// [`LinearDispatcher::with_counters`] it also bumps a per-handler `Relaxed` atomic counter on
-/// every exit, as [`msr_kvm::Dispatcher`] does, so the two costs can be told apart.
+/// every exit, as [`msr_filter_kvm::Dispatcher`] does, so the two costs can be told apart.
 #[derive(Default)]
 pub struct LinearDispatcher {
     handlers: Vec<LinearEntry>,

@@ -35,8 +35,8 @@ pub const EFAULT: i32 = 14;
 /// `BITS_TO_LONGS(nmsrs) * sizeof(long)`, i.e. `nmsrs` rounded up to whole 64-bit words.
 ///
 /// ```
-/// assert_eq!(msr_core::abi::bitmap_bytes(1), 8);
-/// assert_eq!(msr_core::abi::bitmap_bytes(65), 16);
+/// assert_eq!(msr_filter_core::abi::bitmap_bytes(1), 8);
+/// assert_eq!(msr_filter_core::abi::bitmap_bytes(65), 16);
 /// ```
 pub const fn bitmap_bytes(nmsrs: u32) -> usize {
     nmsrs.div_ceil(64) as usize * 8

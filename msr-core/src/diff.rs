@@ -1,6 +1,6 @@
 //! What changes between two policies: the review an operator reads before a live replacement.
 
-use crate::policy::Policy;
+use crate::policy::PolicyView;
 use crate::{AccessType, Action};
 
 /// A run of MSRs whose decision for one access type changes.
@@ -22,19 +22,16 @@ pub struct Change {
 /// then writes, each in MSR order. Allocation-free.
 ///
 /// ```
-/// use msr_core::{diff, AccessType, Action, Policy};
+/// use msr_filter_core::{diff, AccessType, Action, Policy};
 ///
 /// let old: Policy<4> = Policy::parse("default allow\ndeny rw 0x10-0x1f").unwrap();
 /// let new: Policy<4> = Policy::parse("default allow\ndeny rw 0x10-0x17\ndeny w 0x40").unwrap();
-/// let changes: Vec<_> = diff(&old, &new).collect();
+/// let changes: Vec<_> = diff(old.view(), new.view()).collect();
 /// assert_eq!(changes.len(), 3);
 /// assert_eq!((changes[0].first, changes[0].last, changes[0].after), (0x18, 0x1f, Action::Allow));
 /// assert_eq!((changes[2].first, changes[2].access, changes[2].after), (0x40, AccessType::Write, Action::Deny));
 /// ```
-pub fn diff<'a, const A: usize, const B: usize>(
-    old: &'a Policy<A>,
-    new: &'a Policy<B>,
-) -> Diff<'a, A, B> {
+pub fn diff<'a>(old: PolicyView<'a>, new: PolicyView<'a>) -> Diff<'a> {
     Diff {
         old,
         new,
@@ -45,16 +42,16 @@ pub fn diff<'a, const A: usize, const B: usize>(
 
 /// The iterator of [`diff`].
 #[derive(Clone, Debug)]
-pub struct Diff<'a, const A: usize, const B: usize> {
-    old: &'a Policy<A>,
-    new: &'a Policy<B>,
+pub struct Diff<'a> {
+    old: PolicyView<'a>,
+    new: PolicyView<'a>,
     /// Index into [`AccessType::ALL`].
     access: usize,
     /// The next MSR to look at (u64: may reach 2^32).
     cursor: u64,
 }
 
-impl<const A: usize, const B: usize> Diff<'_, A, B> {
+impl Diff<'_> {
     /// The first boundary after `x` where either policy's decisions may change.
     fn next_boundary(&self, x: u64) -> u64 {
         self.old.next_boundary(x).min(self.new.next_boundary(x))
@@ -69,7 +66,7 @@ impl<const A: usize, const B: usize> Diff<'_, A, B> {
     }
 }
 
-impl<const A: usize, const B: usize> Iterator for Diff<'_, A, B> {
+impl Iterator for Diff<'_> {
     type Item = Change;
 
     fn next(&mut self) -> Option<Change> {
@@ -105,7 +102,7 @@ impl<const A: usize, const B: usize> Iterator for Diff<'_, A, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Access, Rule};
+    use crate::{Access, Policy, Rule};
     use proptest::prelude::*;
 
     fn policy() -> impl Strategy<Value = Policy<6>> {
@@ -132,7 +129,7 @@ mod tests {
         /// runs are maximal.
         #[test]
         fn diff_is_exact_and_maximal(old in policy(), new in policy()) {
-            let changes: std::vec::Vec<Change> = diff(&old, &new).collect();
+            let changes: std::vec::Vec<Change> = diff(old.view(), new.view()).collect();
             for access in AccessType::ALL {
                 for i in 0..0x1400u32 {
                     let differs = old.decide(i, access) != new.decide(i, access);
@@ -155,9 +152,9 @@ mod tests {
     #[test]
     fn identical_policies_have_no_changes_and_default_flip_is_everything() {
         let a: Policy<2> = Policy::parse("default allow\ndeny r 0x10").unwrap();
-        assert_eq!(diff(&a, &a).count(), 0);
+        assert_eq!(diff(a.view(), a.view()).count(), 0);
         let b: Policy<2> = Policy::parse("default deny\ndeny r 0x10").unwrap();
-        let changes: std::vec::Vec<_> = diff(&a, &b).collect();
+        let changes: std::vec::Vec<_> = diff(a.view(), b.view()).collect();
         // Reads: everything but 0x10 and x2APIC; writes: everything but x2APIC.
         assert_eq!(
             changes

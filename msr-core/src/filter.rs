@@ -448,7 +448,7 @@ impl Filter {
     /// Checks a raw filter with the kernel's rules, in the kernel's order, and copies it.
     ///
     /// ```
-    /// use msr_core::{AccessType, Action, Filter, InvalidFilter, RawFilter, RawRange};
+    /// use msr_filter_core::{AccessType, Action, Filter, InvalidFilter, RawFilter, RawRange};
     ///
     /// let deny_fs_base = RawRange { flags: 1, nmsrs: 1, base: 0xc000_0100, bitmap: &[0; 8] };
     /// let filter = Filter::from_raw(&RawFilter { flags: 0, ranges: &[deny_fs_base] }).unwrap();

@@ -1,4 +1,4 @@
-//! # msr-core
+//! # msr-filter-core
 //!
 //! A `no_std`, allocation-free model of Linux KVM's MSR filtering (`KVM_X86_SET_MSR_FILTER`) for
 //! virtual machine monitors:
@@ -14,7 +14,7 @@
 //! - [packing](Policy::pack) a policy into the fewest kernel ranges (then the fewest bitmap bytes).
 //!
 //! ```
-//! use msr_core::{AccessType, Action, Policy};
+//! use msr_filter_core::{AccessType, Action, Policy};
 //!
 //! let policy: Policy<16> = Policy::parse(
 //!     "default allow\n\
@@ -50,5 +50,8 @@ pub use filter::{
     Decider, Explanation, Filter, InvalidFilter, Lint, Lints, Range, RawFilter, RawRange,
 };
 pub use pack::{PackError, Packed};
-pub use parse::{parse_msr, parse_number, MsrText, ParseError, ParseErrorKind};
-pub use policy::{Policy, PolicyError, Rule};
+pub use parse::{
+    parse_msr, parse_number, policy_text, statements, MsrText, ParseError, ParseErrorKind, Span,
+    Statement, Statements,
+};
+pub use policy::{Policy, PolicyError, PolicyView, Rule};

@@ -34,7 +34,7 @@
 use core::fmt;
 
 use crate::abi::{self, MAX_NMSRS, MAX_RANGES};
-use crate::policy::Policy;
+use crate::policy::{Policy, PolicyView};
 use crate::{Access, AccessType, Action, Filter};
 
 /// A policy packed into a filter.
@@ -179,11 +179,18 @@ impl fmt::Display for RuleName {
 }
 
 impl<const N: usize> Policy<N> {
+    /// Packs the policy: see [`PolicyView::pack`].
+    pub fn pack(&self) -> Result<Packed, PackError> {
+        self.view().pack()
+    }
+}
+
+impl PolicyView<'_> {
     /// Packs the policy into the fewest kernel ranges, then the fewest bitmap bytes, such that
     /// the filter decides every MSR and access as the policy does.
     ///
     /// ```
-    /// use msr_core::{AccessType, Action, Policy};
+    /// use msr_filter_core::{AccessType, Action, Policy};
     ///
     /// // Different read and write policies over the same MSRs need separate ranges.
     /// let policy: Policy<8> = Policy::parse(
@@ -196,7 +203,7 @@ impl<const N: usize> Policy<N> {
     /// ```
     pub fn pack(&self) -> Result<Packed, PackError> {
         self.check_x2apic()?;
-        let target = PolicyTarget(self);
+        let target = PolicyTarget(*self);
         let mut best: Option<(Solution, Action)> = None;
         // The policy's own default first, so that it wins ties.
         for default in [self.default_action(), self.default_action().invert()] {
@@ -307,7 +314,7 @@ impl<const N: usize> Policy<N> {
     /// wrong filter would first differ), so that a packer bug is an error, never a silently
     /// wrong filter.
     fn check_packed(&self, filter: &Filter) -> Result<(), PackError> {
-        let target = PolicyTarget(self);
+        let target = PolicyTarget(*self);
         let mut at = 0u64;
         loop {
             for index in [at, at.saturating_sub(1)] {
@@ -354,7 +361,7 @@ impl<const N: usize> Policy<N> {
 
     fn rules_needing_ranges(&self, default: Action) -> RuleList {
         let mut list = RuleList::new();
-        let target = PolicyTarget(self);
+        let target = PolicyTarget(*self);
         let mut start = 0u64;
         while start < target.end() {
             let index = start as u32;
@@ -406,9 +413,9 @@ pub(crate) trait Target {
     fn intent(&self, index: u32, access: AccessType) -> Option<Action>;
 }
 
-struct PolicyTarget<'a, const N: usize>(&'a Policy<N>);
+struct PolicyTarget<'a>(PolicyView<'a>);
 
-impl<const N: usize> Target for PolicyTarget<'_, N> {
+impl Target for PolicyTarget<'_> {
     /// MSR 0xffffffff is left out: no range can cover it.
     fn end(&self) -> u64 {
         u64::from(u32::MAX)

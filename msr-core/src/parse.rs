@@ -3,7 +3,7 @@
 //! ```text
 //! default allow                    # exactly one default line: allow or deny
 //! deny  rw 0x474f4f00              # one MSR, by number (0x hex or decimal)
-//! deny  w  IA32_SPEC_CTRL          # or by name (see msr_core::names), any case
+//! deny  w  IA32_SPEC_CTRL          # or by name (see msr_filter_core::names), any case
 //! allow r  0xc0000080-0xc0000084   # an inclusive range
 //! deny  rw 0x40000000+0x100        # base+count
 //! deny  rw HYPERV                  # a named group of MSRs
@@ -216,9 +216,9 @@ fn count_chars(s: &str) -> u32 {
 /// A 32-bit number as policy text writes it: `0x`-prefixed hex or decimal, digits only.
 ///
 /// ```
-/// assert_eq!(msr_core::parse_number("0xc0000080"), Some(0xc000_0080));
-/// assert_eq!(msr_core::parse_number("16"), Some(16));
-/// assert_eq!(msr_core::parse_number("+16"), None);
+/// assert_eq!(msr_filter_core::parse_number("0xc0000080"), Some(0xc000_0080));
+/// assert_eq!(msr_filter_core::parse_number("16"), Some(16));
+/// assert_eq!(msr_filter_core::parse_number("+16"), None);
 /// ```
 pub fn parse_number(s: &str) -> Option<u32> {
     if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -248,7 +248,7 @@ pub enum MsrText {
 /// [`names`](crate::names). For command lines and other hosts that take MSRs as text.
 ///
 /// ```
-/// use msr_core::{parse_msr, MsrText};
+/// use msr_filter_core::{parse_msr, MsrText};
 /// assert_eq!(parse_msr("spec_ctrl"), MsrText::Index(0x48));
 /// assert_eq!(parse_msr("0x48"), MsrText::Index(0x48));
 /// assert_eq!(parse_msr("0x4g"), MsrText::BadNumber);
@@ -330,12 +330,189 @@ fn parse_access(s: &str) -> Option<Access> {
     }
 }
 
+/// One statement of policy text: the `default` line or a rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Statement {
+    /// `default allow` or `default deny`.
+    Default(Action),
+    /// `allow|deny r|w|rw TARGET`.
+    Rule(Rule),
+}
+
+/// Where a statement stands in the text, for messages that point back at what the user wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span<'a> {
+    /// 1-based line number.
+    pub line: u32,
+    /// 1-based column (in characters) of the statement's first word.
+    pub column: u32,
+    /// The statement as written: the line without its comment and outer blanks.
+    pub text: &'a str,
+}
+
+/// The statements of policy text in order, each with its [`Span`]; the one parser behind
+/// [`Policy::parse`], for hosts that keep rules elsewhere (a `Vec`, a C array) or want to know
+/// where each rule came from. Allocation-free.
+///
+/// The iterator checks everything but capacity: it yields `Err` at the first error (and then
+/// ends), and `Err` with [`ParseErrorKind::MissingDefault`] at the end of text that had no
+/// `default` line.
+///
+/// ```
+/// use msr_filter_core::{statements, Access, Action, Rule, Statement};
+///
+/// let text = "default deny\n\nallow rw 0x10-0x1f   # TSC and friends\n";
+/// let parsed: Vec<_> = statements(text).collect::<Result<_, _>>().unwrap();
+/// assert_eq!(parsed[0].0, Statement::Default(Action::Deny));
+/// let (rule, span) = parsed[1];
+/// assert_eq!(rule, Statement::Rule(Rule::new(0x10, 0x1f, Access::READ_WRITE, Action::Allow)));
+/// assert_eq!((span.line, span.column, span.text), (3, 1, "allow rw 0x10-0x1f"));
+/// ```
+pub fn statements(text: &str) -> Statements<'_> {
+    Statements {
+        lines: text.split('\n'),
+        line_no: 0,
+        default_line: None,
+        done: false,
+    }
+}
+
+/// Validates that policy bytes are UTF-8, naming the line and column of the first bad byte.
+pub fn policy_text(bytes: &[u8]) -> Result<&str, ParseError> {
+    core::str::from_utf8(bytes).map_err(|e| {
+        let good = &bytes[..e.valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        // `good` is valid UTF-8, so this cannot fail.
+        let column = core::str::from_utf8(&good[line_start..]).map_or(0, count_chars) + 1;
+        ParseError::new(
+            u32::try_from(line).unwrap_or(u32::MAX),
+            column,
+            ParseErrorKind::NotUtf8,
+            "",
+        )
+    })
+}
+
+/// The iterator [`statements`] returns.
+#[derive(Clone, Debug)]
+pub struct Statements<'a> {
+    lines: core::str::Split<'a, char>,
+    line_no: u32,
+    default_line: Option<u32>,
+    done: bool,
+}
+
+impl<'a> Statements<'a> {
+    /// Parses one line: `None` for a blank or comment-only line.
+    fn line(&mut self, raw_line: &'a str) -> Result<Option<(Statement, Span<'a>)>, ParseError> {
+        let line_no = self.line_no;
+        let content = raw_line.split('#').next().unwrap_or("");
+        let mut tokens = Tokens {
+            rest: content,
+            column: 1,
+        };
+        let Some((word, word_col)) = tokens.next() else {
+            return Ok(None);
+        };
+        let statement = if word == "default" {
+            let (value, col) = tokens.next().unwrap_or(("", tokens.column));
+            let action = parse_action(value).ok_or_else(|| {
+                ParseError::new(line_no, col, ParseErrorKind::ExpectedDefaultAction, value)
+            })?;
+            if let Some(first_line) = self.default_line {
+                return Err(ParseError::new(
+                    line_no,
+                    word_col,
+                    ParseErrorKind::DuplicateDefault { first_line },
+                    value,
+                ));
+            }
+            self.default_line = Some(line_no);
+            Statement::Default(action)
+        } else {
+            let action = parse_action(word).ok_or_else(|| {
+                ParseError::new(line_no, word_col, ParseErrorKind::ExpectedAction, word)
+            })?;
+            let (access_word, access_col) = tokens.next().unwrap_or(("", tokens.column));
+            let access = parse_access(access_word).ok_or_else(|| {
+                ParseError::new(
+                    line_no,
+                    access_col,
+                    ParseErrorKind::ExpectedAccess,
+                    access_word,
+                )
+            })?;
+            let Some((target, target_col)) = tokens.next() else {
+                return Err(ParseError::new(
+                    line_no,
+                    tokens.column,
+                    ParseErrorKind::ExpectedTarget,
+                    "",
+                ));
+            };
+            let (first, last) = parse_target(target, line_no, target_col)?;
+            Statement::Rule(Rule::new(first, last, access, action))
+        };
+        if let Some((extra, col)) = tokens.next() {
+            return Err(ParseError::new(
+                line_no,
+                col,
+                ParseErrorKind::Trailing,
+                extra,
+            ));
+        }
+        let span = Span {
+            line: line_no,
+            column: word_col,
+            text: content.trim(),
+        };
+        Ok(Some((statement, span)))
+    }
+}
+
+impl<'a> Iterator for Statements<'a> {
+    type Item = Result<(Statement, Span<'a>), ParseError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        while let Some(raw_line) = self.lines.next() {
+            self.line_no = self.line_no.saturating_add(1);
+            match self.line(raw_line) {
+                Ok(None) => continue,
+                Ok(Some(statement)) => return Some(Ok(statement)),
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.done = true;
+        if self.default_line.is_none() {
+            return Some(Err(ParseError::new(
+                1,
+                1,
+                ParseErrorKind::MissingDefault,
+                "",
+            )));
+        }
+        None
+    }
+}
+
+impl core::iter::FusedIterator for Statements<'_> {}
+
 impl<const N: usize> Policy<N> {
-    /// Parses policy text (the format: `default allow|deny` once, then `allow|deny r|w|rw TARGET` lines where TARGET is an MSR number or name, `first-last`, `base+count` or a group name; `#` starts a comment). Allocation-free; every
-    /// error names the line, the column and the offending token.
+    /// Parses policy text (the format: `default allow|deny` once, then `allow|deny r|w|rw TARGET`
+    /// lines where TARGET is an MSR number or name, `first-last`, `base+count` or a group name;
+    /// `#` starts a comment). Allocation-free; every error names the line, the column and the
+    /// offending token. For more rules than a fixed capacity, iterate [`statements`] into storage
+    /// of your own and borrow it as a [`PolicyView`](crate::PolicyView).
     ///
     /// ```
-    /// use msr_core::{ParseErrorKind, Policy};
+    /// use msr_filter_core::{ParseErrorKind, Policy};
     ///
     /// let err = Policy::<4>::parse("default deny\nallow x 0x10\n").unwrap_err();
     /// assert_eq!((err.line(), err.column(), err.token()), (2, 7, "x"));
@@ -343,78 +520,20 @@ impl<const N: usize> Policy<N> {
     /// ```
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let mut policy = Policy::new(Action::Allow);
-        let mut default_line: Option<u32> = None;
-        let mut line_no: u32 = 0;
-        for raw_line in text.split('\n') {
-            line_no = line_no.saturating_add(1);
-            let content = raw_line.split('#').next().unwrap_or("");
-            let mut tokens = Tokens {
-                rest: content,
-                column: 1,
-            };
-            let Some((word, word_col)) = tokens.next() else {
-                continue;
-            };
-            if word == "default" {
-                let (value, col) = tokens.next().unwrap_or(("", tokens.column));
-                let action = parse_action(value).ok_or_else(|| {
-                    ParseError::new(line_no, col, ParseErrorKind::ExpectedDefaultAction, value)
-                })?;
-                if let Some(first_line) = default_line {
-                    return Err(ParseError::new(
-                        line_no,
-                        word_col,
-                        ParseErrorKind::DuplicateDefault { first_line },
-                        value,
-                    ));
+        for item in statements(text) {
+            match item? {
+                (Statement::Default(action), _) => policy.set_default_action(action),
+                (Statement::Rule(rule), span) => {
+                    if policy.push(rule).is_err() {
+                        return Err(ParseError::new(
+                            span.line,
+                            span.column,
+                            ParseErrorKind::TooManyRules { capacity: N },
+                            span.text,
+                        ));
+                    }
                 }
-                default_line = Some(line_no);
-                policy.set_default_action(action);
-            } else {
-                let action = parse_action(word).ok_or_else(|| {
-                    ParseError::new(line_no, word_col, ParseErrorKind::ExpectedAction, word)
-                })?;
-                let (access_word, access_col) = tokens.next().unwrap_or(("", tokens.column));
-                let access = parse_access(access_word).ok_or_else(|| {
-                    ParseError::new(
-                        line_no,
-                        access_col,
-                        ParseErrorKind::ExpectedAccess,
-                        access_word,
-                    )
-                })?;
-                let Some((target, target_col)) = tokens.next() else {
-                    return Err(ParseError::new(
-                        line_no,
-                        tokens.column,
-                        ParseErrorKind::ExpectedTarget,
-                        "",
-                    ));
-                };
-                let (first, last) = parse_target(target, line_no, target_col)?;
-                if policy.rules().len() == N {
-                    let line_text = content.trim();
-                    return Err(ParseError::new(
-                        line_no,
-                        word_col,
-                        ParseErrorKind::TooManyRules { capacity: N },
-                        line_text,
-                    ));
-                }
-                // Cannot fail: the access is non-empty, first <= last and there is room.
-                let _ = policy.push(Rule::new(first, last, access, action));
             }
-            if let Some((extra, col)) = tokens.next() {
-                return Err(ParseError::new(
-                    line_no,
-                    col,
-                    ParseErrorKind::Trailing,
-                    extra,
-                ));
-            }
-        }
-        if default_line.is_none() {
-            return Err(ParseError::new(1, 1, ParseErrorKind::MissingDefault, ""));
         }
         Ok(policy)
     }
@@ -422,22 +541,7 @@ impl<const N: usize> Policy<N> {
     /// Parses policy text from bytes, refusing input that is not UTF-8 with the position of the
     /// first bad byte.
     pub fn parse_bytes(bytes: &[u8]) -> Result<Self, ParseError> {
-        match core::str::from_utf8(bytes) {
-            Ok(text) => Self::parse(text),
-            Err(e) => {
-                let good = &bytes[..e.valid_up_to()];
-                let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
-                let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-                // `good` is valid UTF-8, so this cannot fail.
-                let column = core::str::from_utf8(&good[line_start..]).map_or(0, count_chars) + 1;
-                Err(ParseError::new(
-                    u32::try_from(line).unwrap_or(u32::MAX),
-                    column,
-                    ParseErrorKind::NotUtf8,
-                    "",
-                ))
-            }
-        }
+        Self::parse(policy_text(bytes)?)
     }
 }
 

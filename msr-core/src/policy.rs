@@ -34,6 +34,22 @@ impl Rule {
         Rule::new(index, index, access, action)
     }
 
+    /// Checks that the rule covers some access and that `first <= last`; `position` is its
+    /// place in a policy, for the error.
+    pub const fn check(&self, position: usize) -> Result<(), PolicyError> {
+        if self.access.is_empty() {
+            return Err(PolicyError::NoAccess { rule: position });
+        }
+        if self.first > self.last {
+            return Err(PolicyError::Reversed {
+                rule: position,
+                first: self.first,
+                last: self.last,
+            });
+        }
+        Ok(())
+    }
+
     /// Whether the rule speaks for `index` and `access`.
     pub const fn covers(&self, index: u32, access: AccessType) -> bool {
         self.first <= index && index <= self.last && self.access.includes(access)
@@ -53,6 +69,7 @@ impl fmt::Display for Rule {
 
 /// Why a rule cannot join a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// The rule covers no access type.
     NoAccess {
@@ -99,7 +116,7 @@ impl core::error::Error for PolicyError {}
 /// by narrow exceptions reads naturally:
 ///
 /// ```
-/// use msr_core::{Access, AccessType, Action, Policy, Rule};
+/// use msr_filter_core::{Access, AccessType, Action, Policy, Rule};
 ///
 /// let mut policy = Policy::<8>::new(Action::Allow);
 /// policy.push(Rule::new(0x4000_0000, 0x4000_00ff, Access::READ_WRITE, Action::Deny)).unwrap();
@@ -144,20 +161,76 @@ impl<const N: usize> Policy<N> {
 
     /// Appends a rule, which overrides every earlier rule where they overlap.
     pub fn push(&mut self, rule: Rule) -> Result<(), PolicyError> {
-        let index = self.rules.len();
-        if rule.access.is_empty() {
-            return Err(PolicyError::NoAccess { rule: index });
-        }
-        if rule.first > rule.last {
-            return Err(PolicyError::Reversed {
-                rule: index,
-                first: rule.first,
-                last: rule.last,
-            });
-        }
+        rule.check(self.rules.len())?;
         self.rules
             .push(rule)
             .map_err(|_| PolicyError::Full { capacity: N })
+    }
+
+    /// The policy as a [`PolicyView`], which every function over policies takes.
+    pub fn view(&self) -> PolicyView<'_> {
+        PolicyView {
+            default: self.default,
+            rules: &self.rules,
+        }
+    }
+
+    /// The rule that decides `index` for `access`: see [`PolicyView::deciding_rule`].
+    pub fn deciding_rule(&self, index: u32, access: AccessType) -> Option<usize> {
+        self.view().deciding_rule(index, access)
+    }
+
+    /// What the policy wants for `index` and `access`: see [`PolicyView::decide`].
+    pub fn decide(&self, index: u32, access: AccessType) -> Action {
+        self.view().decide(index, access)
+    }
+}
+
+impl<'a, const N: usize> From<&'a Policy<N>> for PolicyView<'a> {
+    fn from(policy: &'a Policy<N>) -> PolicyView<'a> {
+        policy.view()
+    }
+}
+
+/// A policy whose rules live elsewhere: a default action and a borrowed slice of rules, of any
+/// length. What a [`Policy<N>`] is without its capacity, as heapless's `VecView` is to its
+/// `Vec`; a host that allocates keeps its rules in a `Vec<Rule>` and borrows them here, so no
+/// fixed capacity limits it.
+///
+/// ```
+/// use msr_filter_core::{Access, AccessType, Action, PolicyView, Rule};
+///
+/// let rules: Vec<Rule> = (0..1000u32)
+///     .map(|i| Rule::single(0x4000_0000 + 2 * i, Access::WRITE, Action::Deny))
+///     .collect();
+/// let view = PolicyView::new(Action::Allow, &rules).unwrap();
+/// assert_eq!(view.decide(0x4000_0002, AccessType::Write), Action::Deny);
+/// assert_eq!(view.decide(0x4000_0003, AccessType::Write), Action::Allow);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PolicyView<'a> {
+    default: Action,
+    rules: &'a [Rule],
+}
+
+impl<'a> PolicyView<'a> {
+    /// A view of `rules` (later ones override earlier ones) with a default action; each rule
+    /// is checked as [`Policy::push`] checks it.
+    pub fn new(default: Action, rules: &'a [Rule]) -> Result<PolicyView<'a>, PolicyError> {
+        for (position, rule) in rules.iter().enumerate() {
+            rule.check(position)?;
+        }
+        Ok(PolicyView { default, rules })
+    }
+
+    /// The default action.
+    pub const fn default_action(&self) -> Action {
+        self.default
+    }
+
+    /// The rules, in order (later rules override earlier ones).
+    pub const fn rules(&self) -> &'a [Rule] {
+        self.rules
     }
 
     /// The rule that decides `index` for `access`: the last one covering it (none for x2APIC
@@ -198,12 +271,12 @@ impl<const N: usize> Policy<N> {
     }
 }
 
-impl<const N: usize> fmt::Display for Policy<N> {
+impl fmt::Display for PolicyView<'_> {
     /// Prints the policy as text that [`Policy::parse`] reads back to an equal policy; rules over
     /// a single well-known MSR carry its name in a comment.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "default {}", self.default)?;
-        for rule in &self.rules {
+        for rule in self.rules {
             write!(f, "{rule}")?;
             if rule.first == rule.last {
                 if let Some(name) = crate::names::name_of(rule.first) {
@@ -213,5 +286,13 @@ impl<const N: usize> fmt::Display for Policy<N> {
             writeln!(f)?;
         }
         Ok(())
+    }
+}
+
+impl<const N: usize> fmt::Display for Policy<N> {
+    /// Prints the policy as text that [`Policy::parse`] reads back to an equal policy; rules over
+    /// a single well-known MSR carry its name in a comment.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.view().fmt(f)
     }
 }

@@ -2,7 +2,7 @@
 //! packed: the packing must decide exactly as the selftest's hand-made filter does, and is
 //! compared with it in ranges and bitmap bytes.
 
-use msr_core::{AccessType, Filter, Policy, RawFilter, RawRange};
+use msr_filter_core::{AccessType, Filter, Policy, RawFilter, RawRange};
 
 struct Case {
     name: &'static str,

@@ -1,10 +1,10 @@
-//! Conversions between [`msr_core::Filter`] and the filter types of kvm-ioctls and kvm-bindings.
+//! Conversions between [`msr_filter_core::Filter`] and the filter types of kvm-ioctls and kvm-bindings.
 
 use std::marker::PhantomData;
 
 use kvm_bindings::{kvm_msr_filter, kvm_msr_filter_range};
 use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
-use msr_core::{Action, Filter, InvalidFilter, Range, RawFilter, RawRange};
+use msr_filter_core::{Action, Filter, InvalidFilter, Range, RawFilter, RawRange};
 
 /// The bitmap of a range as the bytes the kernel reads: `ceil(nmsrs / 64) * 8` of them.
 pub fn bitmap_bytes(range: &Range) -> &[u8] {
@@ -15,11 +15,27 @@ pub fn bitmap_bytes(range: &Range) -> &[u8] {
     unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), std::mem::size_of_val(words)) }
 }
 
-/// A `struct kvm_msr_filter` whose bitmap pointers point into a borrowed [`Filter`]; what
-/// `KVM_X86_SET_MSR_FILTER` takes.
+/// A `struct kvm_msr_filter` whose bitmap pointers point into borrowed bitmaps (a [`Filter`]'s,
+/// or a [`RawFilter`]'s); what `KVM_X86_SET_MSR_FILTER` takes.
+///
+/// ```
+/// use msr_filter_core::Policy;
+/// use msr_filter_kvm::convert::KvmFilter;
+///
+/// let filter = Policy::<4>::parse("default allow\ndeny w 0x48").unwrap().pack().unwrap().filter;
+/// let kvm = KvmFilter::from(&filter);
+/// assert_eq!(kvm.as_raw().ranges[0].nmsrs, 1);
+/// ```
+#[derive(Debug)]
 pub struct KvmFilter<'a> {
     raw: kvm_msr_filter,
-    _filter: PhantomData<&'a Filter>,
+    _bitmaps: PhantomData<&'a [u8]>,
+}
+
+impl<'a> From<&'a Filter> for KvmFilter<'a> {
+    fn from(filter: &'a Filter) -> KvmFilter<'a> {
+        KvmFilter::new(filter)
+    }
 }
 
 impl<'a> KvmFilter<'a> {
@@ -43,7 +59,35 @@ impl<'a> KvmFilter<'a> {
         }
         KvmFilter {
             raw,
-            _filter: PhantomData,
+            _bitmaps: PhantomData,
+        }
+    }
+
+    /// Lays out a raw filter exactly as given, **not validated**: slot for slot (at most 16
+    /// ranges; more are left out), bitmap pointers into its slices (null for empty ones). For
+    /// asking the kernel its own verdict on a filter another program built; what the kernel
+    /// reads through short bitmaps is its business (EFAULT at worst).
+    pub fn from_raw_unchecked(raw: &RawFilter<'a>) -> KvmFilter<'a> {
+        let mut out = kvm_msr_filter {
+            flags: raw.flags,
+            ..Default::default()
+        };
+        for (slot, r) in out.ranges.iter_mut().zip(raw.ranges) {
+            *slot = kvm_msr_filter_range {
+                flags: r.flags,
+                nmsrs: r.nmsrs,
+                base: r.base,
+                // The kernel only reads through this pointer.
+                bitmap: if r.bitmap.is_empty() {
+                    std::ptr::null_mut()
+                } else {
+                    r.bitmap.as_ptr().cast_mut()
+                },
+            };
+        }
+        KvmFilter {
+            raw: out,
+            _bitmaps: PhantomData,
         }
     }
 
@@ -53,55 +97,81 @@ impl<'a> KvmFilter<'a> {
     }
 }
 
-/// The filter as kvm-ioctls' `VmFd::set_msr_filter` takes it.
+/// A filter as kvm-ioctls' `VmFd::set_msr_filter` takes it: the default action and the used
+/// ranges, bitmaps borrowed.
 ///
 /// Beware: that function checks only `ceil(nmsrs / 8)` bitmap bytes while the kernel reads
-/// `ceil(nmsrs / 64) * 8`; the slices returned here have the kernel's length.
-pub fn to_kvm_ioctls(filter: &Filter) -> (MsrFilterDefaultAction, Vec<MsrFilterRange<'_>>) {
-    let default = match filter.default_action() {
-        Action::Allow => MsrFilterDefaultAction::ALLOW,
-        Action::Deny => MsrFilterDefaultAction::DENY,
-    };
-    let ranges = filter
-        .used_ranges()
-        .map(|(_, r)| MsrFilterRange {
-            flags: MsrFilterRangeFlags::from_bits_truncate(r.flags().bits()),
-            base: r.base(),
-            msr_count: r.nmsrs(),
-            bitmap: bitmap_bytes(r),
-        })
-        .collect();
-    (default, ranges)
+/// `ceil(nmsrs / 64) * 8`; the slices made by `From<&Filter>` have the kernel's length.
+///
+/// ```
+/// use msr_filter_core::{Filter, Policy};
+/// use msr_filter_kvm::convert::KvmIoctlsFilter;
+///
+/// let filter = Policy::<4>::parse("default deny\nallow rw 0x10").unwrap().pack().unwrap().filter;
+/// let ioctls = KvmIoctlsFilter::from(&filter);
+/// // vm.set_msr_filter(ioctls.default, &ioctls.ranges)?;
+/// assert_eq!(Filter::try_from(&ioctls).unwrap(), filter);
+/// ```
+#[derive(Debug)]
+pub struct KvmIoctlsFilter<'a> {
+    /// The default action.
+    pub default: MsrFilterDefaultAction,
+    /// The used ranges, in slot order.
+    pub ranges: Vec<MsrFilterRange<'a>>,
 }
 
-/// Checks and copies a filter given as kvm-ioctls' types, with the kernel's rules.
-pub fn from_kvm_ioctls(
-    default: MsrFilterDefaultAction,
-    ranges: &[MsrFilterRange<'_>],
-) -> Result<Filter, InvalidFilter> {
-    let raw: Vec<RawRange<'_>> = ranges
-        .iter()
-        .map(|r| RawRange {
-            flags: r.flags.bits(),
-            nmsrs: r.msr_count,
-            base: r.base,
-            bitmap: r.bitmap,
+impl<'a> From<&'a Filter> for KvmIoctlsFilter<'a> {
+    fn from(filter: &'a Filter) -> KvmIoctlsFilter<'a> {
+        let default = match filter.default_action() {
+            Action::Allow => MsrFilterDefaultAction::ALLOW,
+            Action::Deny => MsrFilterDefaultAction::DENY,
+        };
+        let ranges = filter
+            .used_ranges()
+            .map(|(_, r)| MsrFilterRange {
+                flags: MsrFilterRangeFlags::from_bits_truncate(r.flags().bits()),
+                base: r.base(),
+                msr_count: r.nmsrs(),
+                bitmap: bitmap_bytes(r),
+            })
+            .collect();
+        KvmIoctlsFilter { default, ranges }
+    }
+}
+
+impl TryFrom<&KvmIoctlsFilter<'_>> for Filter {
+    type Error = InvalidFilter;
+
+    /// Checks and copies the filter with the kernel's rules.
+    fn try_from(filter: &KvmIoctlsFilter<'_>) -> Result<Filter, InvalidFilter> {
+        let raw: Vec<RawRange<'_>> = filter
+            .ranges
+            .iter()
+            .map(|r| RawRange {
+                flags: r.flags.bits(),
+                nmsrs: r.msr_count,
+                base: r.base,
+                bitmap: r.bitmap,
+            })
+            .collect();
+        Filter::from_raw(&RawFilter {
+            flags: filter.default as u32,
+            ranges: &raw,
         })
-        .collect();
-    Filter::from_raw(&RawFilter {
-        flags: default as u32,
-        ranges: &raw,
-    })
+    }
 }
 
 /// Checks and copies a `struct kvm_msr_filter` built by another program.
+///
+/// A function, not `TryFrom`: it reads through the structure's raw pointers, which only the
+/// caller can vouch for.
 ///
 /// # Safety
 /// Every range the kernel would read (valid filter flags; `0 < nmsrs <= 0x3000`; flags READ,
 /// WRITE or both) must have a null `bitmap` or one readable for `ceil(nmsrs / 64) * 8` bytes.
 /// Other ranges' pointers are never read.
 pub unsafe fn from_kvm_bindings(raw: &kvm_msr_filter) -> Result<Filter, InvalidFilter> {
-    use msr_core::abi;
+    use msr_filter_core::abi;
     let mut ranges = [RawRange::EMPTY; 16];
     for (out, r) in ranges.iter_mut().zip(raw.ranges.iter()) {
         // Read a bitmap only where the kernel would: valid filter flags, a non-empty range with
@@ -140,7 +210,7 @@ pub unsafe fn from_kvm_bindings(raw: &kvm_msr_filter) -> Result<Filter, InvalidF
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msr_core::{AccessType, Policy};
+    use msr_filter_core::{AccessType, Policy};
 
     #[test]
     fn round_trips_through_both_crates() {
@@ -148,15 +218,21 @@ mod tests {
             Policy::parse("default deny\nallow rw 0x0+0x100\ndeny w 0x48\nallow r 0xc0000080+5")
                 .unwrap();
         let filter = policy.pack().unwrap().filter;
-        let (default, ranges) = to_kvm_ioctls(&filter);
-        for r in &ranges {
-            assert_eq!(r.bitmap.len(), msr_core::abi::bitmap_bytes(r.msr_count));
+        let ioctls = KvmIoctlsFilter::from(&filter);
+        for r in &ioctls.ranges {
+            assert_eq!(
+                r.bitmap.len(),
+                msr_filter_core::abi::bitmap_bytes(r.msr_count)
+            );
         }
-        assert_eq!(from_kvm_ioctls(default, &ranges).unwrap(), filter);
-        let kvm = KvmFilter::new(&filter);
+        assert_eq!(Filter::try_from(&ioctls).unwrap(), filter);
+        let kvm = KvmFilter::from(&filter);
         // SAFETY: the pointers point into `filter`, which is alive, with the kernel's length.
         let back = unsafe { from_kvm_bindings(kvm.as_raw()) }.unwrap();
         assert_eq!(back, filter);
-        assert_eq!(back.decide(0x48, AccessType::Write), msr_core::Action::Deny);
+        assert_eq!(
+            back.decide(0x48, AccessType::Write),
+            msr_filter_core::Action::Deny
+        );
     }
 }

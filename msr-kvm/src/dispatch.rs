@@ -9,12 +9,9 @@ use std::sync::atomic::{
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit};
-use msr_core::{
-    abi, names, Access, AccessType, Action, Filter, PackError, Policy, PolicyError, Rule,
+use msr_filter_core::{
+    abi, names, Access, AccessType, Action, Filter, PackError, PolicyError, PolicyView, Rule,
 };
-
-/// Rules a dispatcher's policy holds: the user's plus one per handler.
-pub const POLICY_CAPACITY: usize = 256;
 
 /// The exit being handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +104,8 @@ pub enum BuildError {
         /// The handler's last MSR.
         last: u32,
     },
-    /// The policy plus one rule per handler exceed [`POLICY_CAPACITY`].
+    /// A rule of the policy is malformed (it covers no access, or its first MSR is after its
+    /// last).
     Policy(PolicyError),
     /// The policy plus the handlers' intercepts cannot be packed.
     Pack(PackError),
@@ -169,12 +167,13 @@ impl Counters {
 
 /// Builds a [`Dispatcher`]: a policy, handlers, and routes for exits no handler takes.
 pub struct DispatcherBuilder {
-    policy: Policy<POLICY_CAPACITY>,
+    default: Action,
+    /// The policy's rules; `build` appends one deny rule per handler.
+    rules: Vec<Rule>,
     entries: Vec<Entry>,
     unknown: ExitRoute,
     inval: ExitRoute,
     unhandled: ExitRoute,
-    error: Option<BuildError>,
 }
 
 impl DispatcherBuilder {
@@ -249,15 +248,13 @@ impl DispatcherBuilder {
     /// Packs the policy plus one deny rule per handler into the filter and builds the
     /// dispatcher.
     pub fn build(self) -> Result<Dispatcher, BuildError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        let mut policy = self.policy;
-        for e in &self.entries {
-            policy
-                .push(Rule::new(e.first, e.last, e.access, Action::Deny))
-                .map_err(BuildError::Policy)?;
-        }
+        let mut rules = self.rules;
+        rules.extend(
+            self.entries
+                .iter()
+                .map(|e| Rule::new(e.first, e.last, e.access, Action::Deny)),
+        );
+        let policy = PolicyView::new(self.default, &rules).map_err(BuildError::Policy)?;
         let filter = policy.pack().map_err(BuildError::Pack)?.filter;
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.first);
@@ -482,22 +479,18 @@ impl fmt::Debug for Dispatcher {
 
 impl Dispatcher {
     /// Starts from a policy: what the kernel should allow or deny before any handler is added.
-    pub fn builder<const N: usize>(policy: Policy<N>) -> DispatcherBuilder {
-        let mut own = Policy::<POLICY_CAPACITY>::new(policy.default_action());
-        let mut error = None;
-        for r in policy.rules() {
-            if let Err(e) = own.push(*r) {
-                error = Some(BuildError::Policy(e));
-                break;
-            }
-        }
+    /// It takes a [`Policy`](msr_filter_core::Policy) of any capacity (`&policy`) or a
+    /// [`PolicyView`] of rules kept anywhere, and copies the rules: there is no limit on their
+    /// number but the kernel's 16 ranges.
+    pub fn builder<'a>(policy: impl Into<PolicyView<'a>>) -> DispatcherBuilder {
+        let policy = policy.into();
         DispatcherBuilder {
-            policy: own,
+            default: policy.default_action(),
+            rules: policy.rules().to_vec(),
             entries: Vec::new(),
             unknown: ExitRoute::Gp,
             inval: ExitRoute::Gp,
             unhandled: ExitRoute::Gp,
-            error,
         }
     }
 
@@ -576,7 +569,7 @@ impl Dispatcher {
             // A failed write to stderr must not disturb the vCPU thread.
             let _ = writeln!(
                 std::io::stderr(),
-                "msr-kvm: vCPU {} {} MSR {} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
+                "msr-filter-kvm: vCPU {} {} MSR {} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
                 ctx.vcpu,
                 if write.is_some() { "wrmsr" } else { "rdmsr" },
                 names::Label(ctx.index),
@@ -700,6 +693,7 @@ fn coarse_seconds() -> u64 {
 mod tests {
     use super::*;
     use kvm_ioctls::{ReadMsrExit, WriteMsrExit};
+    use msr_filter_core::Policy;
 
     struct Panics;
 
@@ -726,7 +720,7 @@ mod tests {
 
     #[test]
     fn a_panicking_handler_is_a_gp_not_a_successful_access() {
-        let d = Dispatcher::builder(Policy::<1>::new(Action::Allow))
+        let d = Dispatcher::builder(&Policy::<1>::new(Action::Allow))
             .handle(0x4b56_4dff, Access::READ_WRITE, Panics)
             .unwrap()
             .build()
@@ -755,7 +749,7 @@ mod tests {
 
     #[test]
     fn exits_nobody_takes_fail_closed_whatever_the_kernel_preset() {
-        let d = Dispatcher::builder(Policy::<1>::new(Action::Allow))
+        let d = Dispatcher::builder(&Policy::<1>::new(Action::Allow))
             .build()
             .unwrap();
         for reason in [

@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn host_passthrough_reads_eight_bytes_at_the_index() {
-        let dir = std::env::temp_dir().join(format!("msr-kvm-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("msr-filter-kvm-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("msr");
         let file = File::create(&path).unwrap();

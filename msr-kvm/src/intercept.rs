@@ -5,7 +5,7 @@ use std::fmt;
 
 use kvm_bindings::{kvm_enable_cap, KVM_CAP_X86_MSR_FILTER, KVM_CAP_X86_USER_SPACE_MSR};
 use kvm_ioctls::{Cap, Kvm, MsrExitReason, VmFd};
-use msr_core::{Filter, Lints};
+use msr_filter_core::{Filter, Lints};
 use vmm_sys_util::errno;
 
 use crate::convert::KvmFilter;

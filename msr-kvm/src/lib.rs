@@ -1,12 +1,12 @@
-//! # msr-kvm
+//! # msr-filter-kvm
 //!
-//! The Linux KVM host for [`msr_core`]: a thin layer over `kvm-ioctls` that
+//! The Linux KVM host for [`msr_filter_core`]: a thin layer over `kvm-ioctls` that
 //!
 //! - owns a VM's MSR interception ([`MsrInterception`]): it enables user-space MSR exits
 //!   *before* any filter is installed, refuses to drop the FILTER exit while a filter is
 //!   installed, and removes the filter before the exits on teardown, so the kernel never turns a
 //!   denied access into a #GP behind your back;
-//! - installs [`msr_core::Filter`]s with bitmaps sized as the kernel reads them, and converts to
+//! - installs [`msr_filter_core::Filter`]s with bitmaps sized as the kernel reads them, and converts to
 //!   and from kvm-ioctls' and kvm-bindings' filter types ([`convert`]);
 //! - dispatches MSR exits to handlers ([`Dispatcher`]), failing closed: an exit nobody handles
 //!   becomes #GP in the guest;
@@ -14,14 +14,14 @@
 //!
 //! ```no_run
 //! use kvm_ioctls::{Kvm, MsrExitReason};
-//! use msr_core::Policy;
-//! use msr_kvm::{handlers, Dispatcher, MsrInterception};
+//! use msr_filter_core::Policy;
+//! use msr_filter_kvm::{handlers, Dispatcher, MsrInterception};
 //!
 //! let kvm = Kvm::new()?;
 //! let vm = kvm.create_vm()?;
 //! let policy = Policy::<16>::parse("default allow\n")?;
-//! let dispatcher = Dispatcher::builder(policy)
-//!     .handle(0x35, msr_core::Access::READ, handlers::Constant::new(0x0001_0001))?
+//! let dispatcher = Dispatcher::builder(&policy)
+//!     .handle(0x35, msr_filter_core::Access::READ, handlers::Constant::new(0x0001_0001))?
 //!     .build()?;
 //! let mut msrs = MsrInterception::new(&kvm, &vm, MsrExitReason::empty())?;
 //! let lints = msrs.install(dispatcher.filter())?;
@@ -32,14 +32,12 @@
 
 pub mod convert;
 mod dispatch;
-pub mod emit;
 pub mod guest;
 pub mod handlers;
 mod intercept;
-pub mod json;
 
 pub use dispatch::{
     reason_name, BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault,
-    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteMsrStats, RouteStats, POLICY_CAPACITY,
+    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteMsrStats, RouteStats,
 };
 pub use intercept::{KvmError, MsrInterception};

@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use common::*;
 use kvm_ioctls::{MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
-use msr_core::{
+use msr_filter_core::{
     abi, Access, AccessType, Action, Filter, InvalidFilter, Policy, RawFilter, RawRange, Rule,
 };
-use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess};
-use msr_kvm::MsrInterception;
+use msr_filter_kvm::guest::{GuestResult, GuestVm, MsrAccess};
+use msr_filter_kvm::MsrInterception;
 
 const DEFAULT_SEED: u64 = 0x6d73_722d_6469_6666;
 
@@ -296,10 +296,10 @@ fn decide_matches_kernel_on_random_filters() {
         };
         for lint in filter.lints() {
             let k = match lint {
-                msr_core::Lint::RangeWraps { .. } => 0,
-                msr_core::Lint::CoversX2apic { .. } => 1,
-                msr_core::Lint::Shadowed { .. } => 2,
-                msr_core::Lint::BitsBeyondNmsrs { .. } => 3,
+                msr_filter_core::Lint::RangeWraps { .. } => 0,
+                msr_filter_core::Lint::CoversX2apic { .. } => 1,
+                msr_filter_core::Lint::Shadowed { .. } => 2,
+                msr_filter_core::Lint::BitsBeyondNmsrs { .. } => 3,
             };
             lint_kinds[k] += 1;
         }

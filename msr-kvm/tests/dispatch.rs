@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use common::*;
 use kvm_ioctls::{MsrExitReason, VcpuExit};
-use msr_core::{Access, AccessType, Action, Policy};
-use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess};
-use msr_kvm::handlers::{Constant, Counting, OnWrite, ReadOnly, Shadow, WriteIgnore};
-use msr_kvm::{
+use msr_filter_core::{Access, AccessType, Action, Policy};
+use msr_filter_kvm::guest::{GuestResult, GuestVm, MsrAccess};
+use msr_filter_kvm::handlers::{Constant, Counting, OnWrite, ReadOnly, Shadow, WriteIgnore};
+use msr_filter_kvm::{
     BuildError, Dispatch, Dispatcher, ExitRoute, HandlerStats, MsrInterception, RouteMsrStats,
     RouteStats,
 };
@@ -47,7 +47,7 @@ fn registered_handlers_intercept_and_complete() {
     }
     let shadow = Arc::new(Shadow::new(2, 0x11));
     let counting = Arc::new(Counting::new(Shadow::new(1, 0)));
-    let d = Dispatcher::builder(default_allow())
+    let d = Dispatcher::builder(&default_allow())
         .handle(CORE_THREAD_COUNT, Access::READ, Constant::new(0x0001_0001))
         .unwrap()
         .handle(TSC_AUX, Access::READ_WRITE, shadow.clone())
@@ -235,7 +235,7 @@ fn unhandled_filter_exit_fails_closed_raw_loop_fails_open() {
     }
     // The policy denies TSC_AUX, but nobody emulates it.
     let policy: Policy<4> = Policy::parse("default allow\ndeny rw TSC_AUX\n").unwrap();
-    let d = Dispatcher::builder(policy).build().unwrap();
+    let d = Dispatcher::builder(&policy).build().unwrap();
     let mut g = GuestVm::new().unwrap();
     let mut msrs = MsrInterception::new(g.kvm(), vm_handle(&g), MsrExitReason::empty()).unwrap();
     msrs.install(d.filter()).unwrap();
@@ -279,7 +279,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
     let cases: [(&str, Dispatcher, [GuestResult; 3], RouteStats); 3] = [
         (
             "default (#GP)",
-            Dispatcher::builder(default_allow()).build().unwrap(),
+            Dispatcher::builder(&default_allow()).build().unwrap(),
             [GP, GP, GP],
             RouteStats {
                 unknown: 3,
@@ -291,7 +291,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
         ),
         (
             "Value(7)",
-            Dispatcher::builder(default_allow())
+            Dispatcher::builder(&default_allow())
                 .on_unknown(ExitRoute::Value(7))
                 .build()
                 .unwrap(),
@@ -306,7 +306,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
         ),
         (
             "ignore_unknown_msrs",
-            Dispatcher::builder(default_allow())
+            Dispatcher::builder(&default_allow())
                 .ignore_unknown_msrs()
                 .build()
                 .unwrap(),
@@ -358,7 +358,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
     }
 
     // INVAL (x2APIC without an in-kernel LAPIC) has its own route.
-    let d = Dispatcher::builder(default_allow())
+    let d = Dispatcher::builder(&default_allow())
         .on_inval(ExitRoute::Value(0x55))
         .build()
         .unwrap();
@@ -383,7 +383,7 @@ fn unknown_and_inval_exits_follow_their_routes() {
 
 #[test]
 fn build_refuses_x2apic_and_overlapping_handlers() {
-    let b = || Dispatcher::builder(default_allow());
+    let b = || Dispatcher::builder(&default_allow());
     let c = || Constant::new(1);
     for (first, last) in [
         (0x800, 0x800),
@@ -458,7 +458,7 @@ fn build_refuses_x2apic_and_overlapping_handlers() {
 #[test]
 fn non_msr_exit_is_left_alone() {
     let counting = Arc::new(Counting::new(Constant::new(1)));
-    let d = Dispatcher::builder(default_allow())
+    let d = Dispatcher::builder(&default_allow())
         .handle(TSC_AUX, Access::READ_WRITE, counting.clone())
         .unwrap()
         .build()

@@ -4,7 +4,7 @@ use kvm_bindings::{kvm_enable_cap, KVM_CAP_X86_USER_SPACE_MSR};
 use kvm_ioctls::{
     MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit,
 };
-use msr_kvm::guest::{
+use msr_filter_kvm::guest::{
     kvm_available, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome, RepeatStats,
 };
 

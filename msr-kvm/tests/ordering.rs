@@ -6,9 +6,9 @@ mod common;
 
 use common::*;
 use kvm_ioctls::MsrExitReason;
-use msr_core::{Filter, Policy};
-use msr_kvm::guest::{GuestResult, GuestVm};
-use msr_kvm::{convert, KvmError, MsrInterception};
+use msr_filter_core::{Filter, Policy};
+use msr_filter_kvm::guest::{GuestResult, GuestVm};
+use msr_filter_kvm::{convert, KvmError, MsrInterception};
 
 /// `default allow`, reads of FS_BASE denied: one range, one word of bitmap.
 fn deny_fs_base_read() -> Filter {
@@ -31,8 +31,10 @@ fn filter_before_exits_is_a_silent_gp_and_interception_is_not() {
     // The hazard: kvm-ioctls' safe wrapper, no KVM_CAP_X86_USER_SPACE_MSR.
     let mut g = GuestVm::new().unwrap();
     assert_eq!(g.run_raw(rd(FS_BASE)).unwrap(), no_exit(read_ok(0)));
-    let (default, ranges) = convert::to_kvm_ioctls(&filter);
-    g.vm().set_msr_filter(default, &ranges).unwrap();
+    let ioctls = convert::KvmIoctlsFilter::from(&filter);
+    g.vm()
+        .set_msr_filter(ioctls.default, &ioctls.ranges)
+        .unwrap();
     let r = g.run_raw(rd(FS_BASE)).unwrap();
     println!("raw set_msr_filter, exits never enabled: FS_BASE read -> {r:?}");
     assert_eq!(r, no_exit(GP), "denied read must be a silent #GP");

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use common::*;
 use kvm_ioctls::MsrExitReason;
-use msr_core::{abi, Access, Action, Filter, InvalidFilter, Policy, RawFilter, RawRange};
-use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess, Outcome};
-use msr_kvm::{
+use msr_filter_core::{abi, Access, Action, Filter, InvalidFilter, Policy, RawFilter, RawRange};
+use msr_filter_kvm::guest::{GuestResult, GuestVm, MsrAccess, Outcome};
+use msr_filter_kvm::{
     handlers, Dispatch, Dispatcher, ExitRoute, Fault, HandlerStats, MsrContext, MsrHandler,
     MsrInterception, RouteStats,
 };
@@ -112,7 +112,7 @@ fn filter_allow() {
     assert!(packed.proven_minimal);
 
     let shadow = Arc::new(handlers::Shadow::new(1, 0));
-    let d = Dispatcher::builder(policy)
+    let d = Dispatcher::builder(&policy)
         .handle(XSS, Access::READ_WRITE, Xss)
         .unwrap()
         .handle(FLUSH_CMD, Access::READ_WRITE, FlushCmd)
@@ -204,7 +204,7 @@ fn filter_deny() {
     assert_eq!(packed.filter.default_action(), Action::Deny);
 
     let echo: Arc<dyn MsrHandler> = Arc::new(Echo);
-    let d = Dispatcher::builder(policy)
+    let d = Dispatcher::builder(&policy)
         .on_unhandled(ExitRoute::Handler(echo.clone()))
         .on_unknown(ExitRoute::Handler(echo))
         .build()
@@ -324,7 +324,7 @@ fn fs_gs_base_filters_swap() {
         return;
     }
     let dispatcher = |index: u32| {
-        Dispatcher::builder(Policy::<1>::new(Action::Allow))
+        Dispatcher::builder(&Policy::<1>::new(Action::Allow))
             .handle(
                 index,
                 Access::READ,
@@ -459,7 +459,7 @@ fn handler_fault_is_guest_gp() {
         return;
     }
     let refuse: Arc<dyn MsrHandler> = Arc::new(Refuse);
-    let d = Dispatcher::builder(Policy::<1>::new(Action::Allow))
+    let d = Dispatcher::builder(&Policy::<1>::new(Action::Allow))
         .handle(TSC_AUX, Access::READ_WRITE, Refuse)
         .unwrap()
         .handle(

@@ -1,12 +1,10 @@
 //! Helpers shared by the real-kernel integration tests (each test file uses a subset).
 #![allow(dead_code)]
 
-use kvm_bindings::{
-    kvm_enable_cap, kvm_msr_filter, kvm_msr_filter_range, KVM_CAP_X86_USER_SPACE_MSR,
-};
+use kvm_bindings::{kvm_enable_cap, kvm_msr_filter, KVM_CAP_X86_USER_SPACE_MSR};
 use kvm_ioctls::{MsrExitReason, VcpuExit, VmFd};
-use msr_core::RawFilter;
-use msr_kvm::guest::{GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome};
+use msr_filter_core::RawFilter;
+use msr_filter_kvm::guest::{GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome};
 
 pub const TSC: u32 = 0x10;
 pub const FLUSH_CMD: u32 = 0x10b;
@@ -110,29 +108,6 @@ pub unsafe fn raw_set_filter(vm: &VmFd, raw: &kvm_msr_filter) -> Result<(), i32>
     unsafe { vm.set_msr_filter_unchecked(raw) }.map_err(|e| e.errno())
 }
 
-/// `raw` laid out as `struct kvm_msr_filter`, slot for slot, bitmap pointers into its slices
-/// (null for empty ones). At most 16 ranges.
-pub fn to_kvm_filter(raw: &RawFilter<'_>) -> kvm_msr_filter {
-    assert!(raw.ranges.len() <= 16);
-    let mut out = kvm_msr_filter {
-        flags: raw.flags,
-        ..Default::default()
-    };
-    for (slot, r) in out.ranges.iter_mut().zip(raw.ranges) {
-        *slot = kvm_msr_filter_range {
-            flags: r.flags,
-            nmsrs: r.nmsrs,
-            base: r.base,
-            bitmap: if r.bitmap.is_empty() {
-                std::ptr::null_mut()
-            } else {
-                r.bitmap.as_ptr().cast_mut()
-            },
-        };
-    }
-    out
-}
-
 /// Two anonymous pages, the second PROT_NONE: a byte at the very end of the first page is
 /// readable, the next one faults.
 pub struct PageEnd {
@@ -232,10 +207,10 @@ impl Rng {
 /// `dispatch` said.
 pub fn run_as(
     g: &mut GuestVm,
-    d: &msr_kvm::Dispatcher,
+    d: &msr_filter_kvm::Dispatcher,
     vcpu: usize,
     access: MsrAccess,
-) -> (Outcome, Option<msr_kvm::Dispatch>) {
+) -> (Outcome, Option<msr_filter_kvm::Dispatch>) {
     let seen = std::cell::RefCell::new(None);
     let outcome = g
         .run(access, &mut |exit| {
@@ -245,12 +220,9 @@ pub fn run_as(
     (outcome, seen.into_inner())
 }
 
-/// True (after printing the loud line the project promises) when there is no usable /dev/kvm:
-/// the calling test returns and passes. With /dev/kvm present it returns false and the test runs.
-pub fn skip_without_kvm() -> bool {
-    if msr_kvm::guest::kvm_available() {
-        return false;
-    }
-    println!("SKIPPED: no /dev/kvm");
-    true
+pub use msr_filter_kvm::guest::skip_without_kvm;
+
+/// `raw` laid out as `struct kvm_msr_filter`, unvalidated.
+pub fn to_kvm_filter(raw: &RawFilter<'_>) -> kvm_msr_filter {
+    *msr_filter_kvm::convert::KvmFilter::from_raw_unchecked(raw).as_raw()
 }

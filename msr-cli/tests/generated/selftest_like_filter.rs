@@ -100,16 +100,16 @@ pub const SELFTEST_LIKE_BITMAP_4: [u8; 24] = [
 ];
 
 /// The ranges, slot by slot.
-pub const SELFTEST_LIKE_RANGES: [msr_core::RawRange<'static>; 5] = [
-    msr_core::RawRange { flags: 1, nmsrs: 1, base: 0x1fc, bitmap: &SELFTEST_LIKE_BITMAP_0 },
-    msr_core::RawRange { flags: 1, nmsrs: 1, base: 0xc0000084, bitmap: &SELFTEST_LIKE_BITMAP_1 },
-    msr_core::RawRange { flags: 3, nmsrs: 8192, base: 0x0, bitmap: &SELFTEST_LIKE_BITMAP_2 },
-    msr_core::RawRange { flags: 3, nmsrs: 9, base: 0x4b564d00, bitmap: &SELFTEST_LIKE_BITMAP_3 },
-    msr_core::RawRange { flags: 3, nmsrs: 132, base: 0xc0000080, bitmap: &SELFTEST_LIKE_BITMAP_4 },
+pub const SELFTEST_LIKE_RANGES: [msr_filter_core::RawRange<'static>; 5] = [
+    msr_filter_core::RawRange { flags: 1, nmsrs: 1, base: 0x1fc, bitmap: &SELFTEST_LIKE_BITMAP_0 },
+    msr_filter_core::RawRange { flags: 1, nmsrs: 1, base: 0xc0000084, bitmap: &SELFTEST_LIKE_BITMAP_1 },
+    msr_filter_core::RawRange { flags: 3, nmsrs: 8192, base: 0x0, bitmap: &SELFTEST_LIKE_BITMAP_2 },
+    msr_filter_core::RawRange { flags: 3, nmsrs: 9, base: 0x4b564d00, bitmap: &SELFTEST_LIKE_BITMAP_3 },
+    msr_filter_core::RawRange { flags: 3, nmsrs: 132, base: 0xc0000080, bitmap: &SELFTEST_LIKE_BITMAP_4 },
 ];
 
-/// The filter; load it with `msr_core::Filter::from_raw(&SELFTEST_LIKE_FILTER)`.
-pub const SELFTEST_LIKE_FILTER: msr_core::RawFilter<'static> = msr_core::RawFilter {
+/// The filter; load it with `msr_filter_core::Filter::from_raw(&SELFTEST_LIKE_FILTER)`.
+pub const SELFTEST_LIKE_FILTER: msr_filter_core::RawFilter<'static> = msr_filter_core::RawFilter {
     flags: 1,
     ranges: &SELFTEST_LIKE_RANGES,
 };

@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit, VmFd};
-use msr_core::{abi, AccessType, Action, Filter, Rule};
-use msr_kvm::guest::{GuestResult, GuestVm, HarnessError, MsrAccess, Outcome};
-use msr_kvm::MsrInterception;
+use msr_filter_core::{abi, AccessType, Action, Filter, Rule};
+use msr_filter_kvm::guest::{GuestResult, GuestVm, HarnessError, MsrAccess, Outcome};
+use msr_filter_kvm::MsrInterception;
 
 use crate::{insn, msr_label, plural, Failure, Loaded};
 
@@ -74,7 +74,7 @@ pub fn verify(path: &str, verbose: bool) -> Result<(), Failure> {
     let loaded = Loaded::read(path)?;
     let packed = loaded.pack()?;
     let filter = &packed.filter;
-    let probes = probe_points(loaded.policy.rules());
+    let probes = probe_points(&loaded.rules);
     let (mut vm, mut _msrs) = guest_with_filter(filter, MsrExitReason::empty())?;
     println!(
         "{}: installed a filter with default {}, {}; probing {} for rdmsr and wrmsr",
@@ -92,7 +92,7 @@ pub fn verify(path: &str, verbose: bool) -> Result<(), Failure> {
                 AccessType::Write => MsrAccess::Write { index, value: 0 },
             };
             let model = filter.decide(index, access);
-            let wanted = loaded.policy.decide(index, access);
+            let wanted = loaded.view().decide(index, access);
             let label = format!("{} {}", insn(access), msr_label(index));
             total += 1;
             let line = match vm.run(run, &mut fail_exit) {

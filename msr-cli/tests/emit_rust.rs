@@ -1,9 +1,9 @@
 //! `--emit rust`: the generated constants compile (they are included below), load without
 //! parsing, decide as the policy, and stay in sync with the generator.
-//! Regenerate with `MSR_BLESS=1 cargo test -p msr-kvm --test emit_rust`.
+//! Regenerate with `MSR_BLESS=1 cargo test -p msr-filter-kvm --test emit_rust`.
 
-use msr_core::{AccessType, Filter, Policy};
-use msr_kvm::emit::rust_consts;
+use msr_filter_cli::emit::rust_consts;
+use msr_filter_core::{AccessType, Filter, Policy};
 
 /// The policy the checked-in file was generated from.
 const POLICY: &str = "default deny

@@ -1,8 +1,8 @@
 //! Raw filters in JSON (`--raw`): a `struct kvm_msr_filter` as another VMM would pass it, judged
 //! as the kernel would judge it.
 
-use msr_core::{abi, Filter, InvalidFilter};
-use msr_kvm::json::RawFilterJson;
+use msr_filter_cli::json::RawFilterJson;
+use msr_filter_core::{abi, Filter, InvalidFilter};
 use serde_json::{json, Value};
 
 use crate::{read_input, Failure};

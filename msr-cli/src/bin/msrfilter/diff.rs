@@ -1,6 +1,6 @@
 //! `msrfilter diff`: what changes, MSR by MSR, from one policy to another.
 
-use msr_core::{diff as policy_diff, names, Change};
+use msr_filter_core::{diff as policy_diff, names, Change};
 
 use crate::{plural, Failure, Loaded, ENVIRONMENT, FAILURE};
 
@@ -24,7 +24,7 @@ pub fn diff(old_path: &str, new_path: &str) -> Result<(), Failure> {
     let old = load(old_path)?;
     let new = load(new_path)?;
     let mut count = 0usize;
-    for change in policy_diff(&old.policy, &new.policy) {
+    for change in policy_diff(old.view(), new.view()) {
         println!("{}", describe(&change));
         count += 1;
     }

@@ -11,10 +11,10 @@
 
 use std::fmt;
 
-use msr_core::{abi, Access, Action, Filter, InvalidFilter, RawFilter, RawRange};
+use msr_filter_core::{abi, Access, Action, Filter, InvalidFilter, RawFilter, RawRange};
 use serde_json::{json, Map, Value};
 
-use crate::convert::bitmap_bytes;
+use msr_filter_kvm::convert::bitmap_bytes;
 
 /// The JSON form, as plain text (the module docs and `msrfilter check --help` show it).
 pub const FORM: &str = include_str!("json_form.txt");
@@ -130,7 +130,7 @@ fn field_err(range: Option<usize>, field: &'static str, problem: impl Into<Strin
 fn number(v: &Value, range: Option<usize>, field: &'static str) -> Result<u32, JsonError> {
     let parsed = match v {
         Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        Value::String(s) => msr_core::parse_number(s),
+        Value::String(s) => msr_filter_core::parse_number(s),
         _ => None,
     };
     parsed.ok_or_else(|| {
@@ -259,7 +259,7 @@ impl RawFilterJson {
         Ok(RawFilterJson { flags, ranges: out })
     }
 
-    /// The ranges as msr-core's raw type, borrowing the bitmaps (for [`RawFilter`]).
+    /// The ranges as msr-filter-core's raw type, borrowing the bitmaps (for [`RawFilter`]).
     pub fn raw_ranges(&self) -> Vec<RawRange<'_>> {
         self.ranges
             .iter()
@@ -306,18 +306,20 @@ fn unhex(s: &str) -> Result<Vec<u8>, String> {
 /// The JSON of one decision, for `explain --format json`.
 pub fn explanation_json(
     index: u32,
-    access: msr_core::AccessType,
-    e: &msr_core::Explanation,
+    access: msr_filter_core::AccessType,
+    e: &msr_filter_core::Explanation,
 ) -> Value {
     let (decider, detail) = match e.decider {
-        msr_core::Decider::X2apic => ("x2apic", Value::Null),
-        msr_core::Decider::Default => ("default", Value::Null),
-        msr_core::Decider::NoFilter => ("no-filter", Value::Null),
-        msr_core::Decider::Range { slot, bit } => ("range", json!({ "slot": slot, "bit": bit })),
+        msr_filter_core::Decider::X2apic => ("x2apic", Value::Null),
+        msr_filter_core::Decider::Default => ("default", Value::Null),
+        msr_filter_core::Decider::NoFilter => ("no-filter", Value::Null),
+        msr_filter_core::Decider::Range { slot, bit } => {
+            ("range", json!({ "slot": slot, "bit": bit }))
+        }
     };
     json!({
         "msr": format!("{index:#x}"),
-        "name": msr_core::names::name_of(index),
+        "name": msr_filter_core::names::name_of(index),
         "access": access.as_str(),
         "decision": match e.action { Action::Allow => "allow", Action::Deny => "deny" },
         "decided_by": decider,
@@ -328,7 +330,7 @@ pub fn explanation_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use msr_core::Policy;
+    use msr_filter_core::Policy;
     use proptest::prelude::*;
 
     #[test]
@@ -350,11 +352,11 @@ mod tests {
         .unwrap();
         let f = raw.filter().unwrap();
         assert_eq!(
-            f.decide(0xc000_0084, msr_core::AccessType::Write),
+            f.decide(0xc000_0084, msr_filter_core::AccessType::Write),
             Action::Allow
         );
         assert_eq!(
-            f.decide(0xc000_0085, msr_core::AccessType::Write),
+            f.decide(0xc000_0085, msr_filter_core::AccessType::Write),
             Action::Deny
         );
     }

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use msr_core::{AccessType, Action, Policy};
-use msr_kvm::emit::c_header;
+use msr_filter_cli::emit::c_header;
+use msr_filter_core::{AccessType, Action, Policy};
 
 const POLICY: &str = "default allow
 deny  rw 0x474f4f00            # a fabricated MSR
@@ -17,7 +17,7 @@ deny  rw 0x40000000+0x100
 ";
 
 fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("msr-kvm-emit-c-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("msr-filter-kvm-emit-c-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -61,7 +61,7 @@ fn compile(dir: &std::path::Path) -> PathBuf {
 fn generated_header_compiles_and_installs_on_the_real_kernel() {
     let dir = scratch();
     let exe = compile(&dir);
-    if !msr_kvm::guest::kvm_available() {
+    if !msr_filter_kvm::guest::kvm_available() {
         println!("SKIPPED: no /dev/kvm");
         return;
     }

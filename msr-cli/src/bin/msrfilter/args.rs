@@ -1,26 +1,9 @@
-//! `msrfilter`: check, explain, pack, diff and verify MSR filter policies (and raw filters in
-//! JSON), and demo them on the real kernel.
-//!
-//! The commands live in the modules under `src/bin/msrfilter/`; this file holds the command line,
-//! the exit statuses, and what the commands share (loading a policy, naming MSRs, errors).
-
-use std::fmt;
-use std::io::Read;
-use std::process::ExitCode;
+//! The command line: subcommands, their options and help texts, and the exit statuses.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use msr_core::{names, AccessType, MsrText, PackError, Packed, Policy};
-use msr_kvm::guest::HarnessError;
-use msr_kvm::{KvmError, POLICY_CAPACITY};
+use msr_filter_core::{AccessType, MsrText};
 
-mod check;
-mod demo;
-mod diff;
-mod pack;
-mod raw;
-mod verify;
-
-const EXIT_STATUS_HELP: &str = "\
+pub(crate) const EXIT_STATUS_HELP: &str = "\
 Exit status:
   0  success: the policy packs or the raw filter is one the kernel accepts (check, explain,
      pack), nothing changes (diff), the kernel agrees with the model on every probe (verify),
@@ -38,7 +21,7 @@ Exit status:
 /// Check, explain, pack, diff and verify KVM MSR filter policies, and demo them on the real
 /// kernel.
 ///
-/// A POLICY is a file in msr-core's policy text format (`default allow|deny`, then rules like
+/// A POLICY is a file in msr-filter-core's policy text format (`default allow|deny`, then rules like
 /// `deny rw 0x474f4f00`, `allow r 0xc0000080-0xc0000084`, `deny w IA32_SPEC_CTRL`; later rules
 /// override earlier ones); `-` reads it from standard input. With `--raw`, `check` and `explain`
 /// read instead a raw filter in JSON (`struct kvm_msr_filter` as another VMM would pass it; see
@@ -47,13 +30,13 @@ Exit status:
 /// on standard error.
 #[derive(Debug, Parser)]
 #[command(name = "msrfilter", version, after_help = EXIT_STATUS_HELP)]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 /// The exit statuses of `check`.
-const CHECK_EXIT_STATUS: &str = "\
+pub(crate) const CHECK_EXIT_STATUS: &str = "\
 Exit status:
   0  the policy packs into a kernel filter, or the kernel accepts the raw filter (warnings
      included)
@@ -64,7 +47,7 @@ Exit status:
 /// The JSON form of a raw filter, for `check --help`.
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Parse and pack a policy (or judge a raw filter); print the filter, its lints and exit
     /// storms, then `ok`.
     ///
@@ -88,7 +71,7 @@ enum Command {
     /// error only.
     #[command(after_long_help = format!(
         "{CHECK_EXIT_STATUS}\n\nA raw filter in JSON (--raw) is one documented form of struct kvm_msr_filter:\n{}",
-        msr_kvm::json::FORM
+        msr_filter_cli::json::FORM
     ))]
     Check {
         /// The policy file, or with --raw the raw filter in JSON (`-` for standard input).
@@ -127,7 +110,7 @@ Exit status:
         /// The policy file, or with --raw the raw filter in JSON (`-` for standard input).
         #[arg(value_name = "FILE")]
         file: String,
-        /// The MSR: a number (`0x` hex or decimal) or a name from msr_core::names
+        /// The MSR: a number (`0x` hex or decimal) or a name from msr_filter_core::names
         /// (`IA32_SPEC_CTRL`, `spec_ctrl`, `MSR_IA32_SPEC_CTRL`, ...).
         #[arg(value_parser = parse_msr)]
         msr: u32,
@@ -150,9 +133,9 @@ Exit status:
     /// `-std=c11 -Wall -Wextra -Werror -pedantic` next to <linux/kvm.h>. Enable
     /// KVM_CAP_X86_USER_SPACE_MSR with KVM_MSR_EXIT_REASON_FILTER before installing it.
     ///
-    /// `--emit rust`: `pub const`s of msr-core's raw types, ending with
-    /// `NAME_FILTER: msr_core::RawFilter<'static>`; load it with
-    /// `msr_core::Filter::from_raw(&NAME_FILTER)` (no_std, no parsing at run time).
+    /// `--emit rust`: `pub const`s of msr-filter-core's raw types, ending with
+    /// `NAME_FILTER: msr_filter_core::RawFilter<'static>`; load it with
+    /// `msr_filter_core::Filter::from_raw(&NAME_FILTER)` (no_std, no parsing at run time).
     ///
     /// C and Rust carry the policy text in a comment. The output goes to standard output; run
     /// `check` for lints and exit-storm warnings.
@@ -176,7 +159,7 @@ Exit status:
     },
     /// Show what changes from one policy to another, for every MSR and access.
     ///
-    /// Prints every maximal run of MSRs whose decision changes (msr_core::diff), reads first,
+    /// Prints every maximal run of MSRs whose decision changes (msr_filter_core::diff), reads first,
     /// then writes, each in MSR order, as `read  0x10-0x1f (16 MSRs): deny -> allow`, naming the
     /// MSR when the run is one named MSR (`write 0x48 (IA32_SPEC_CTRL): deny -> allow`) and the
     /// named ends of a longer run (`0xc0000080-0xc0000084 (5 MSRs, EFER..SYSCALL_MASK)`), then
@@ -219,7 +202,7 @@ Exit status:
     },
     /// Run a tiny guest that reads and writes MSRs under a policy with built-in handlers.
     ///
-    /// The policy (built in unless --policy is given; the built-in one is examples/demo.policy)
+    /// The policy (built in unless --policy is given; the built-in one is msr-cli/examples/demo.policy)
     /// gets handlers: CORE_THREAD_COUNT reads a constant, TSC_AUX is a per-vCPU shadow register,
     /// PRED_CMD writes are dropped, 0x4b564dff is a counted shadow register, and
     /// ARCH_CAPABILITIES reads a constant while writes to it get #GP. User-space exits are
@@ -249,7 +232,7 @@ Exit status:
 
 /// An access on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum AccessArg {
+pub(crate) enum AccessArg {
     /// rdmsr.
     R,
     /// wrmsr.
@@ -259,7 +242,7 @@ enum AccessArg {
 }
 
 impl AccessArg {
-    fn types(self) -> &'static [AccessType] {
+    pub(crate) fn types(self) -> &'static [AccessType] {
         match self {
             AccessArg::R => &[AccessType::Read],
             AccessArg::W => &[AccessType::Write],
@@ -270,7 +253,7 @@ impl AccessArg {
 
 /// The output of `check` and `explain`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     /// Lines for people.
     Text,
     /// One JSON document on standard output.
@@ -279,334 +262,24 @@ enum Format {
 
 /// What `pack` prints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Emit {
+pub(crate) enum Emit {
     /// The filter in the JSON form `check --raw` reads.
     Json,
     /// A C header for <linux/kvm.h>.
     C,
-    /// Rust consts of msr-core's raw types.
+    /// Rust consts of msr-filter-core's raw types.
     Rust,
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Check { file, raw, format } => check::check(&file, raw, format),
-        Command::Explain {
-            file,
-            msr,
-            access,
-            raw,
-            format,
-        } => check::explain(&file, raw, msr, access.unwrap_or(AccessArg::Rw), format),
-        Command::Pack { policy, emit, name } => pack::pack(&policy, emit, name.as_deref()),
-        Command::Diff { old, new } => diff::diff(&old, &new),
-        Command::Verify { policy, verbose } => verify::verify(&policy, verbose),
-        Command::Demo {
-            policy,
-            ignore_msrs,
-        } => demo::demo(policy.as_deref(), ignore_msrs),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            failure.report();
-            ExitCode::from(failure.status)
-        }
-    }
-}
-
-/// Exit status 1: a policy, verify or demo failure.
-const FAILURE: u8 = 1;
-/// Exit status 2: the environment (no /dev/kvm, permission, KVM failure); for `diff`, a bad
-/// policy; a usage error.
-const ENVIRONMENT: u8 = 2;
-
-/// Why a command failed: the message and the exit status.
-#[derive(Debug)]
-struct Failure {
-    status: u8,
-    /// Already located (`FILE:LINE:COL: ...` or `FILE: ...`): printed without the prefix.
-    located: bool,
-    message: String,
-}
-
-impl Failure {
-    fn new(message: impl fmt::Display) -> Failure {
-        Failure {
-            status: FAILURE,
-            located: false,
-            message: message.to_string(),
-        }
-    }
-
-    fn environment(message: impl fmt::Display) -> Failure {
-        Failure {
-            status: ENVIRONMENT,
-            located: false,
-            message: message.to_string(),
-        }
-    }
-
-    fn located(message: String) -> Failure {
-        Failure {
-            status: FAILURE,
-            located: true,
-            message,
-        }
-    }
-
-    /// A failure with this status whose output is already printed: nothing more to say.
-    fn quiet(status: u8) -> Failure {
-        Failure {
-            status,
-            located: true,
-            message: String::new(),
-        }
-    }
-
-    /// The same failure with another exit status.
-    fn with_status(self, status: u8) -> Failure {
-        Failure { status, ..self }
-    }
-
-    fn report(&self) {
-        if self.message.is_empty() {
-            return;
-        }
-        if self.located {
-            eprintln!("{}", self.message);
-        } else {
-            eprintln!("msrfilter: {}", self.message);
-        }
-    }
-}
-
-impl From<HarnessError> for Failure {
-    /// A guest harness error: the environment (no /dev/kvm, a failed KVM call) or a guest that
-    /// behaved unexpectedly.
-    fn from(e: HarnessError) -> Failure {
-        match e {
-            HarnessError::NoKvm(_) | HarnessError::Kvm { .. } => Failure::environment(e),
-            HarnessError::UnexpectedExit(_) | HarnessError::UnexpectedVector(_) => Failure::new(e),
-        }
-    }
-}
-
-impl From<KvmError> for Failure {
-    fn from(e: KvmError) -> Failure {
-        Failure::environment(e)
-    }
-}
-
-/// The policy every command works on.
-type FullPolicy = Policy<POLICY_CAPACITY>;
-
-/// A policy read from a file, with where each rule came from.
-struct Loaded {
-    /// The file name as given, `<stdin>` for `-`.
-    name: String,
-    policy: FullPolicy,
-    /// For each rule of `policy`, in order: its line and its text (without the comment).
-    sources: Vec<Source>,
-    /// The `default` line.
-    default_source: Source,
-    /// The policy text.
-    text: String,
-    /// Descriptions of rules appended after the file's (by the demo's handlers).
-    extra_rules: Vec<String>,
-}
-
-/// Where a rule came from.
-struct Source {
-    line: usize,
-    text: String,
-}
-
-impl Loaded {
-    /// Reads and parses `path` (`-`: standard input).
-    fn read(path: &str) -> Result<Loaded, Failure> {
-        let (name, bytes) = read_input(path)?;
-        Loaded::from_bytes(name, &bytes)
-    }
-
-    /// Parses policy text read from `name`.
-    fn from_bytes(name: String, bytes: &[u8]) -> Result<Loaded, Failure> {
-        let policy = FullPolicy::parse_bytes(bytes).map_err(|e| {
-            Failure::located(format!(
-                "{name}:{}:{}: {}",
-                e.line(),
-                e.column(),
-                e.message()
-            ))
-        })?;
-        // The text parsed, so it is UTF-8 and every non-blank line is a rule or the default.
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        let mut sources = Vec::new();
-        let mut default_source = Source {
-            line: 0,
-            text: String::new(),
-        };
-        for (i, raw) in text.split('\n').enumerate() {
-            let content = raw.split('#').next().unwrap_or("");
-            let words: Vec<&str> = content.split_whitespace().collect();
-            if words.is_empty() {
-                continue;
-            }
-            let source = Source {
-                line: i + 1,
-                text: words.join(" "),
-            };
-            if words[0] == "default" {
-                default_source = source;
-            } else {
-                sources.push(source);
-            }
-        }
-        Ok(Loaded {
-            name,
-            policy,
-            sources,
-            default_source,
-            text,
-            extra_rules: Vec::new(),
-        })
-    }
-
-    /// `rule N: TEXT (line L)`, as the user wrote it.
-    fn describe_rule(&self, rule: usize) -> String {
-        match self.sources.get(rule) {
-            Some(s) => format!("rule {rule}: {} (line {})", s.text, s.line),
-            None => match self.extra_rules.get(rule - self.sources.len()) {
-                Some(extra) => format!("rule {rule}: {extra}"),
-                None => format!("rule {rule}"),
-            },
-        }
-    }
-
-    /// Where rule `rule` came from, when it came from the file.
-    fn source(&self, rule: usize) -> Option<&Source> {
-        self.sources.get(rule)
-    }
-
-    /// The `default` line as written and its number (none when the file had no such line).
-    fn default_text_and_line(&self) -> (String, Option<usize>) {
-        if self.default_source.line == 0 {
-            (format!("default {}", self.policy.default_action()), None)
-        } else {
-            (
-                self.default_source.text.clone(),
-                Some(self.default_source.line),
-            )
-        }
-    }
-
-    /// `the default action: default allow (line L)`.
-    fn describe_default(&self) -> String {
-        if self.default_source.line == 0 {
-            format!(
-                "the default action: default {}",
-                self.policy.default_action()
-            )
-        } else {
-            format!(
-                "the default action: {} (line {})",
-                self.default_source.text, self.default_source.line
-            )
-        }
-    }
-
-    /// Packs the policy; a failure names the file and the rules concerned with their lines.
-    fn pack(&self) -> Result<Packed, Failure> {
-        self.policy.pack().map_err(|e| self.pack_failure(&e))
-    }
-
-    /// `FILE: MESSAGE`, then a note per rule the error names.
-    fn pack_failure(&self, e: &PackError) -> Failure {
-        let mut message = format!("{}: {e}", self.name);
-        let rules: Vec<usize> = match e {
-            PackError::DeniesX2apic { rule, .. } => vec![*rule],
-            PackError::LastMsrSplit {
-                read_rule,
-                write_rule,
-            } => read_rule.iter().chain(write_rule.iter()).copied().collect(),
-            PackError::TooManyRanges {
-                rules,
-                default_forced_by,
-                ..
-            } => rules
-                .iter()
-                .map(|&r| usize::from(r))
-                .chain(*default_forced_by)
-                .collect(),
-            PackError::Internal { .. } => Vec::new(),
-        };
-        for rule in rules {
-            message.push_str(&format!(
-                "\n{}: note: {}",
-                self.name,
-                self.describe_rule(rule)
-            ));
-        }
-        Failure::located(message)
-    }
-}
-
-/// Reads `path` (`-`: standard input): the name to report it by (`<stdin>` for `-`) and its
-/// bytes.
-fn read_input(path: &str) -> Result<(String, Vec<u8>), Failure> {
-    if path == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| Failure::new(format!("cannot read standard input: {e}")))?;
-        Ok(("<stdin>".to_string(), bytes))
-    } else {
-        let bytes =
-            std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {path}: {e}")))?;
-        Ok((path.to_string(), bytes))
-    }
-}
-
-/// Prints a JSON document on standard output, pretty.
-fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes")
-    );
 }
 
 /// Parses an MSR argument as policy text writes MSRs: `0x` hex, decimal, or a name.
 fn parse_msr(s: &str) -> Result<u32, String> {
-    match msr_core::parse_msr(s) {
+    match msr_filter_core::parse_msr(s) {
         MsrText::Index(index) => Ok(index),
         MsrText::BadNumber => Err(format!(
             "bad MSR number `{s}` (write 0x-prefixed hex or decimal)"
         )),
         MsrText::UnknownName => Err(format!(
-            "unknown MSR name `{s}` (give a number, 0x hex or decimal, or a name from msr_core::names)"
+            "unknown MSR name `{s}` (give a number, 0x hex or decimal, or a name from msr_filter_core::names)"
         )),
-    }
-}
-
-/// `0x48 (IA32_SPEC_CTRL)`, or `0x12345678` for an MSR without a name.
-fn msr_label(index: u32) -> String {
-    names::Label(index).to_string()
-}
-
-/// `rdmsr` or `wrmsr`.
-fn insn(access: AccessType) -> &'static str {
-    match access {
-        AccessType::Read => "rdmsr",
-        AccessType::Write => "wrmsr",
-    }
-}
-
-/// `1 range`, `2 ranges`.
-fn plural(n: usize, noun: &str) -> String {
-    if n == 1 {
-        format!("{n} {noun}")
-    } else {
-        format!("{n} {noun}s")
     }
 }

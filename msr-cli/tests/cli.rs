@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use msr_kvm::guest::kvm_available;
+use msr_filter_kvm::guest::kvm_available;
 
 const GOOD: &str = "\
 default allow
@@ -99,7 +99,7 @@ impl Drop for TempPolicy {
 
 fn example(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples")
+        .join("examples")
         .join(name)
         .to_str()
         .unwrap()
@@ -605,7 +605,8 @@ fn pack_emit_c_and_rust() {
     let run = msrfilter(&["pack", p.path(), "--emit", "rust"]);
     assert_eq!(run.status, 0, "{run:?}");
     assert!(
-        run.stdout.contains("_FILTER: msr_core::RawFilter<'static>"),
+        run.stdout
+            .contains("_FILTER: msr_filter_core::RawFilter<'static>"),
         "{run:?}"
     );
     let run = msrfilter_with_stdin(
@@ -615,13 +616,13 @@ fn pack_emit_c_and_rust() {
     assert_eq!(run.status, 0, "{run:?}");
     assert!(
         run.stdout
-            .contains("pub const DEMO_FILTER: msr_core::RawFilter<'static>"),
+            .contains("pub const DEMO_FILTER: msr_filter_core::RawFilter<'static>"),
         "{run:?}"
     );
     let run = msrfilter_with_stdin(&["pack", "-", "--emit", "rust"], Some(GOOD));
     assert!(
         run.stdout
-            .contains("pub const POLICY_FILTER: msr_core::RawFilter<'static>"),
+            .contains("pub const POLICY_FILTER: msr_filter_core::RawFilter<'static>"),
         "{run:?}"
     );
 }
@@ -632,25 +633,24 @@ fn pack_prints_exactly_what_the_emitters_produce() {
     // tests/emit_rust.rs; here the CLI must print that very output for a policy file.
     let path = example("selftest-deny.policy");
     let text = std::fs::read_to_string(&path).unwrap();
-    let policy: msr_core::Policy<{ msr_kvm::POLICY_CAPACITY }> =
-        msr_core::Policy::parse(&text).unwrap();
+    let policy: msr_filter_core::Policy<64> = msr_filter_core::Policy::parse(&text).unwrap();
     let filter = policy.pack().unwrap().filter;
     let c = msrfilter(&["pack", &path, "--emit", "c"]);
     assert_eq!(c.status, 0, "{c:?}");
     assert_eq!(
         c.stdout,
-        msr_kvm::emit::c_header(&filter, "selftest-deny", &text)
+        msr_filter_cli::emit::c_header(&filter, "selftest-deny", &text)
     );
     let rust = msrfilter(&["pack", &path, "--emit", "rust", "--name", "deny"]);
     assert_eq!(rust.status, 0, "{rust:?}");
     assert_eq!(
         rust.stdout,
-        msr_kvm::emit::rust_consts(&filter, "deny", &text)
+        msr_filter_cli::emit::rust_consts(&filter, "deny", &text)
     );
     let json = msrfilter(&["pack", &path, "--emit", "json"]);
     assert_eq!(json.status, 0, "{json:?}");
     let printed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(printed, msr_kvm::json::to_json(&filter));
+    assert_eq!(printed, msr_filter_cli::json::to_json(&filter));
 }
 
 #[test]

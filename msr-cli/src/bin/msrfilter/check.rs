@@ -1,9 +1,9 @@
 //! `msrfilter check` and `msrfilter explain`: the packed (or raw) filter and its decisions, no
 //! kernel needed.
 
-use msr_core::storm::{exit_storms, ExitStorm};
-use msr_core::{names, Decider, Explanation, Filter, Range};
-use msr_kvm::json::{explanation_json, to_json};
+use msr_filter_cli::json::{explanation_json, to_json};
+use msr_filter_core::storm::{exit_storms, ExitStorm};
+use msr_filter_core::{names, Decider, Explanation, Filter, Range};
 use serde_json::{json, Value};
 
 use crate::raw::{error_json, RawLoaded};
@@ -32,8 +32,8 @@ fn check_policy(path: &str, format: Format) -> Result<(), Failure> {
     println!(
         "{}: {} rules, default {}",
         loaded.name,
-        loaded.policy.rules().len(),
-        loaded.policy.default_action()
+        loaded.rules.len(),
+        loaded.default
     );
     print_filter(filter);
     println!(
@@ -188,8 +188,8 @@ fn filter_reason(filter: &Filter, why: &Explanation) -> String {
     match why.decider {
         Decider::X2apic => format!(
             "x2APIC MSRs {:#x}-{:#x} are never filtered by the kernel",
-            msr_core::abi::X2APIC_FIRST,
-            msr_core::abi::X2APIC_LAST
+            msr_filter_core::abi::X2APIC_FIRST,
+            msr_filter_core::abi::X2APIC_LAST
         ),
         Decider::Range { slot, bit } => {
             format!("{} bit {bit:#x}", describe_slot(filter, slot))
@@ -263,8 +263,8 @@ fn explain_policy(
     let mut objects = Vec::new();
     for &a in access.types() {
         let why = filter.explain(index, a);
-        let policy_action = loaded.policy.decide(index, a);
-        let rule = loaded.policy.deciding_rule(index, a);
+        let policy_action = loaded.view().decide(index, a);
+        let rule = loaded.view().deciding_rule(index, a);
         if format == Format::Json {
             let mut object = explanation_json(index, a, &why);
             object["policy"] = policy_json(&loaded, policy_action.as_str(), rule, &why);

@@ -7,24 +7,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit};
-use msr_core::{names, Access, AccessType, Action, Filter};
-use msr_kvm::guest::{GuestResult, MsrAccess, Outcome};
-use msr_kvm::handlers::{self, Counting, OnWrite, Shadow};
-use msr_kvm::{BuildError, Dispatcher, DispatcherBuilder};
+use msr_filter_core::{names, Access, AccessType, Action, Filter};
+use msr_filter_kvm::guest::{GuestResult, MsrAccess, Outcome};
+use msr_filter_kvm::handlers::{self, Counting, OnWrite, Shadow};
+use msr_filter_kvm::{BuildError, Dispatcher, DispatcherBuilder};
 
 use crate::check::print_filter;
 use crate::verify::guest_with_filter;
 use crate::{insn, Failure, Loaded};
 
-/// The built-in policy; the same text is in `examples/demo.policy`.
-pub const DEMO_POLICY: &str = "\
-# The policy of `msrfilter demo` (built in; run `msrfilter demo --policy FILE` for another).
-# The demo registers handlers on top of it, and registering a handler denies the MSRs it takes,
-# so that their accesses exit to user space: CORE_THREAD_COUNT reads, TSC_AUX, PRED_CMD writes,
-# 0x4b564dff and IA32_ARCH_CAPABILITIES.
-default allow
-deny rw 0x474f4f00   # a fabricated MSR that no handler takes: the guest gets #GP (fail closed)
-";
+/// The built-in policy: `examples/demo.policy`.
+pub const DEMO_POLICY: &str = include_str!("../../../examples/demo.policy");
 
 /// The value the demo's IA32_ARCH_CAPABILITIES reads: RDCL_NO | SKIP_L1DFL_VMENTRY | MDS_NO.
 const ARCH_CAPABILITIES: u64 = 0x29;
@@ -349,7 +342,7 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         ));
     }
     let counting = Arc::new(Counting::new(Shadow::new(1, 0)));
-    let mut builder = Dispatcher::builder(loaded.policy.clone());
+    let mut builder = Dispatcher::builder(loaded.view());
     if ignore_unknown {
         builder = builder.ignore_unknown_msrs();
     }

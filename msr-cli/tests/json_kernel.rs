@@ -1,12 +1,10 @@
 //! `check --raw`'s verdict on random raw filters in the JSON form (valid and invalid) agrees
 //! with `KVM_X86_SET_MSR_FILTER` on the running kernel.
 
-mod common;
-
-use common::{raw_set_filter, skip_without_kvm, to_kvm_filter};
-use msr_core::{abi, RawFilter};
-use msr_kvm::guest::GuestVm;
-use msr_kvm::json::RawFilterJson;
+use msr_filter_cli::json::RawFilterJson;
+use msr_filter_core::{abi, RawFilter};
+use msr_filter_kvm::convert::KvmFilter;
+use msr_filter_kvm::guest::{skip_without_kvm, GuestVm};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::json;
@@ -74,13 +72,14 @@ fn raw_json_verdict_matches_the_ioctl() {
             let raw = RawFilterJson::parse(&text).expect("generated JSON is well-formed");
             let verdict = raw.filter();
             let ranges = raw.raw_ranges();
-            let kvm = to_kvm_filter(&RawFilter {
+            let kvm = KvmFilter::from_raw_unchecked(&RawFilter {
                 flags: raw.flags,
                 ranges: &ranges,
             });
             // SAFETY: every non-empty range points at `min(ceil(nmsrs / 64) * 8, 0x600)` bytes
-            // owned by `raw`, alive for the call; the kernel reads at most that much.
-            let kernel = unsafe { raw_set_filter(g.vm(), &kvm) };
+            // owned by `raw`, alive for the call; the kernel only reads, at most that much.
+            let kernel =
+                unsafe { g.vm().set_msr_filter_unchecked(kvm.as_raw()) }.map_err(|e| e.errno());
             match (&verdict, kernel) {
                 (Ok(_), Ok(())) => accepted.set(accepted.get() + 1),
                 (Err(e), Err(errno)) => {

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
-use msr_kvm::emit;
-use msr_kvm::json::to_json;
+use msr_filter_cli::emit;
+use msr_filter_cli::json::to_json;
 
 use crate::{print_json, Emit, Failure, Loaded};
 

@@ -4,9 +4,9 @@
 
 use std::fmt::Write;
 
-use msr_core::Filter;
+use msr_filter_core::Filter;
 
-use crate::convert::bitmap_bytes;
+use msr_filter_kvm::convert::bitmap_bytes;
 
 fn identifier(name: &str) -> String {
     let mut id: String = name
@@ -65,7 +65,7 @@ pub fn c_header(filter: &Filter, name: &str, policy_text: &str) -> String {
     let _ = writeln!(
         out,
         "/* Fills *filter with the packed filter. The bitmaps are static: the filter stays valid. */\nstatic inline void {id}_fill(struct kvm_msr_filter *filter)\n{{\n    unsigned int i;\n\n    filter->flags = {};\n    for (i = 0; i < KVM_MSR_FILTER_MAX_RANGES; i++) {{\n        filter->ranges[i].flags = 0;\n        filter->ranges[i].nmsrs = 0;\n        filter->ranges[i].base = 0;\n        filter->ranges[i].bitmap = 0;\n    }}",
-        if filter.default_action() == msr_core::Action::Deny {
+        if filter.default_action() == msr_filter_core::Action::Deny {
             "KVM_MSR_FILTER_DEFAULT_DENY"
         } else {
             "KVM_MSR_FILTER_DEFAULT_ALLOW"
@@ -88,8 +88,8 @@ pub fn c_header(filter: &Filter, name: &str, policy_text: &str) -> String {
     out
 }
 
-/// Rust source with the packed filter as `const`s of msr-core's raw types: `<NAME>_FILTER`, a
-/// `msr_core::RawFilter<'static>`; `msr_core::Filter::from_raw(&<NAME>_FILTER)` checks and loads
+/// Rust source with the packed filter as `const`s of msr-filter-core's raw types: `<NAME>_FILTER`, a
+/// `msr_filter_core::RawFilter<'static>`; `msr_filter_core::Filter::from_raw(&<NAME>_FILTER)` checks and loads
 /// it without parsing text, in `no_std`.
 pub fn rust_consts(filter: &Filter, name: &str, policy_text: &str) -> String {
     let id = identifier(name).to_ascii_uppercase();
@@ -118,7 +118,7 @@ pub fn rust_consts(filter: &Filter, name: &str, policy_text: &str) -> String {
         }
         let _ = writeln!(out, "];\n");
         ranges.push(format!(
-            "    msr_core::RawRange {{ flags: {}, nmsrs: {}, base: {:#x}, bitmap: &{id}_BITMAP_{slot} }},",
+            "    msr_filter_core::RawRange {{ flags: {}, nmsrs: {}, base: {:#x}, bitmap: &{id}_BITMAP_{slot} }},",
             r.flags().bits(),
             r.nmsrs(),
             r.base()
@@ -126,7 +126,7 @@ pub fn rust_consts(filter: &Filter, name: &str, policy_text: &str) -> String {
     }
     let _ = write!(
         out,
-        "/// The ranges, slot by slot.\npub const {id}_RANGES: [msr_core::RawRange<'static>; {}] = [\n{}\n];\n\n/// The filter; load it with `msr_core::Filter::from_raw(&{id}_FILTER)`.\npub const {id}_FILTER: msr_core::RawFilter<'static> = msr_core::RawFilter {{\n    flags: {},\n    ranges: &{id}_RANGES,\n}};\n",
+        "/// The ranges, slot by slot.\npub const {id}_RANGES: [msr_filter_core::RawRange<'static>; {}] = [\n{}\n];\n\n/// The filter; load it with `msr_filter_core::Filter::from_raw(&{id}_FILTER)`.\npub const {id}_FILTER: msr_filter_core::RawFilter<'static> = msr_filter_core::RawFilter {{\n    flags: {},\n    ranges: &{id}_RANGES,\n}};\n",
         ranges.len(),
         ranges.join("\n"),
         filter.flags()
