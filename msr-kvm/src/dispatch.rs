@@ -1,7 +1,6 @@
 //! Dispatching MSR exits to handlers.
 
 use std::fmt;
-use std::io::Write as _;
 use std::sync::atomic::{
     AtomicU64,
     Ordering::{AcqRel, Acquire, Relaxed},
@@ -452,7 +451,7 @@ pub enum Dispatch {
 
 /// Routes MSR exits to handlers; built by [`Dispatcher::builder`]. Share it between vCPU threads
 /// (`Arc<Dispatcher>`): dispatch takes `&self`, no lock, and allocates nothing (an exit no
-/// handler takes is logged to stderr, at most once a second).
+/// handler takes is logged with `log::warn!`, at most once a second).
 pub struct Dispatcher {
     filter: Filter,
     /// Sorted by `first`.
@@ -566,10 +565,8 @@ impl Dispatcher {
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
         {
-            // A failed write to stderr must not disturb the vCPU thread.
-            let _ = writeln!(
-                std::io::stderr(),
-                "msr-filter-kvm: vCPU {} {} MSR {} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
+            log::warn!(
+                "vCPU {} {} MSR {} (exit reason {}), which no registered handler takes: {} (further such messages this second suppressed)",
                 ctx.vcpu,
                 if write.is_some() { "wrmsr" } else { "rdmsr" },
                 names::Label(ctx.index),
@@ -588,45 +585,80 @@ impl Dispatcher {
     pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> Dispatch {
         match exit {
             VcpuExit::X86Rdmsr(e) => {
-                // Fail closed first: whatever happens below, the kernel's preset (error = 0,
-                // a successful read of 0) never stands.
-                *e.error = 1;
-                *e.data = 0;
-                let ctx = MsrContext {
-                    vcpu,
-                    index: e.index,
-                    reason: e.reason,
-                };
-                let result = self.route(&ctx, None);
-                match result {
-                    Ok(v) => {
-                        *e.data = v;
-                        *e.error = 0;
-                    }
-                    Err(Fault) => *e.error = 1,
-                }
-                Dispatch::Msr {
-                    index: e.index,
-                    write: false,
-                    fault: result.is_err(),
-                }
+                self.dispatch_msr(vcpu, AccessType::Read, e.reason, e.index, e.data, e.error)
             }
-            VcpuExit::X86Wrmsr(e) => {
-                *e.error = 1;
-                let ctx = MsrContext {
-                    vcpu,
-                    index: e.index,
-                    reason: e.reason,
-                };
-                let result = self.route(&ctx, Some(e.data));
-                *e.error = u8::from(result.is_err());
-                Dispatch::Msr {
-                    index: e.index,
-                    write: true,
-                    fault: result.is_err(),
-                }
-            }
+            VcpuExit::X86Wrmsr(e) => self.dispatch_msr(
+                vcpu,
+                AccessType::Write,
+                e.reason,
+                e.index,
+                &mut e.data,
+                e.error,
+            ),
             _ => Dispatch::NotMsr,
+        }
+    }
+
+    /// Handles an MSR exit given in its parts, for VMMs with exit types of their own: the
+    /// access (`KVM_EXIT_X86_RDMSR` is a read, `KVM_EXIT_X86_WRMSR` a write), the `reason`,
+    /// `index`, `data` and `error` fields of `kvm_run`'s `msr` member. Completes it as
+    /// [`dispatch`](Self::dispatch) does: `error` is set to 1 before anything runs, then to 0
+    /// only when a handler or route succeeds; for a read, `data` is the value read.
+    ///
+    /// ```
+    /// use kvm_ioctls::MsrExitReason;
+    /// use msr_filter_core::{Access, AccessType, Action, Policy};
+    /// use msr_filter_kvm::{handlers::Constant, Dispatch, Dispatcher};
+    ///
+    /// let d = Dispatcher::builder(&Policy::<1>::new(Action::Allow))
+    ///     .handle(0x35, Access::READ, Constant::new(0x0001_0001))?
+    ///     .build()?;
+    /// let (mut data, mut error) = (0u64, 0u8);
+    /// let done = d.dispatch_msr(0, AccessType::Read, MsrExitReason::Filter, 0x35, &mut data, &mut error);
+    /// assert_eq!((data, error), (0x0001_0001, 0));
+    /// assert_eq!(done, Dispatch::Msr { index: 0x35, write: false, fault: false });
+    /// // Nobody handles 0x36: the guest gets #GP.
+    /// d.dispatch_msr(0, AccessType::Read, MsrExitReason::Filter, 0x36, &mut data, &mut error);
+    /// assert_eq!(error, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dispatch_msr(
+        &self,
+        vcpu: usize,
+        access: AccessType,
+        reason: MsrExitReason,
+        index: u32,
+        data: &mut u64,
+        error: &mut u8,
+    ) -> Dispatch {
+        // Fail closed first: whatever happens below, the kernel's preset (error = 0, a
+        // successful read of 0) never stands.
+        *error = 1;
+        let ctx = MsrContext {
+            vcpu,
+            index,
+            reason,
+        };
+        let write = access == AccessType::Write;
+        let result = if write {
+            self.route(&ctx, Some(*data))
+        } else {
+            *data = 0;
+            self.route(&ctx, None)
+        };
+        match result {
+            Ok(v) => {
+                if !write {
+                    *data = v;
+                }
+                *error = 0;
+            }
+            Err(Fault) => *error = 1,
+        }
+        Dispatch::Msr {
+            index,
+            write,
+            fault: result.is_err(),
         }
     }
 
