@@ -8,5 +8,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== packaged crates: cargo package, then each package's own tests"
+bash scripts/package-check.sh
 echo "== cargo test"
 cargo test --workspace

@@ -21,6 +21,7 @@ const TOKEN_CAPACITY: usize = 40;
 
 /// What is wrong at a place in policy text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseErrorKind {
     /// The input is not UTF-8.
     NotUtf8,

@@ -24,7 +24,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -128,6 +128,7 @@ pub struct RepeatStats {
 
 /// Errors from building or running the guest.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HarnessError {
     /// `/dev/kvm` could not be opened read-write.
     NoKvm(io::Error),
@@ -231,9 +232,9 @@ impl GuestMem {
 
 impl Drop for GuestMem {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe the mapping created in `new`, which is
-        // unmapped only here. The VM and vCPU fields of `GuestVm` are declared
-        // (and therefore dropped) before this one.
+        // SAFETY: `ptr`/`len` describe the mapping created in `new`, which is unmapped only
+        // here. `GuestVm::drop` deleted the memory slot pointing at it first (or leaked this
+        // value instead of dropping it), so no VM can reach it any more.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -276,11 +277,46 @@ fn edx_eax(regs: &kvm_regs) -> u64 {
 /// After any `Err` from [`GuestVm::run`] the vCPU may hold half-completed
 /// state; drop the `GuestVm` rather than reusing it.
 pub struct GuestVm {
-    // Field order is drop order: vCPU and VM go before the memory they use.
+    // Field order is drop order: vCPU and VM go before the memory they use. The VM may live on
+    // in other holders of `shared_vm`, so `Drop` deletes the memory slot before `mem` unmaps.
     vcpu: VcpuFd,
     vm: Arc<VmFd>,
     kvm: Kvm,
-    _mem: GuestMem,
+    /// `None` only while dropping, when a failed slot deletion leaks the mapping.
+    mem: Option<GuestMem>,
+}
+
+impl fmt::Debug for GuestVm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestVm")
+            .field("vm_fd", &self.vm.as_raw_fd())
+            .field("vcpu_fd", &self.vcpu.as_raw_fd())
+            .field("guest_memory_bytes", &self.mem.as_ref().map(|m| m.len))
+            .finish()
+    }
+}
+
+impl Drop for GuestVm {
+    /// Deletes memory slot 0 before the mapping behind it is unmapped: a holder of
+    /// [`shared_vm`](Self::shared_vm) keeps the VM alive and may create and run vCPUs, which
+    /// must then find no memory rather than host memory reused by someone else.
+    fn drop(&mut self) {
+        let Some(mem) = self.mem.as_ref() else {
+            return;
+        };
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0,
+            userspace_addr: mem.ptr.as_ptr() as u64,
+        };
+        // SAFETY: a region of size 0 deletes slot 0; it names no host memory.
+        if unsafe { self.vm.set_user_memory_region(region) }.is_err() {
+            // The VM may still reach the mapping: leak it rather than unmap it under the guest.
+            std::mem::forget(self.mem.take());
+        }
+    }
 }
 
 impl GuestVm {
@@ -304,8 +340,9 @@ impl GuestVm {
             memory_size: mem.len as u64,
             userspace_addr: mem.ptr.as_ptr() as u64,
         };
-        // SAFETY: the region covers exactly the live mapping owned by `mem`,
-        // which is stored in the returned `GuestVm` and outlives the VM fd.
+        // SAFETY: the region covers exactly the live mapping owned by `mem`, which is stored in
+        // the returned `GuestVm`; its `Drop` deletes this slot before `mem` unmaps (or leaks
+        // the mapping if it cannot), so no holder of the VM fd can reach unmapped memory.
         unsafe { vm.set_user_memory_region(region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
@@ -330,7 +367,7 @@ impl GuestVm {
             vcpu,
             vm: Arc::new(vm),
             kvm,
-            _mem: mem,
+            mem: Some(mem),
         })
     }
 
