@@ -525,6 +525,29 @@ impl Dispatcher {
         &self.filter
     }
 
+    /// Whether a handler (not a route) takes `access` to `index`.
+    #[inline]
+    pub fn has_handler(&self, index: u32, access: AccessType) -> bool {
+        self.entry(index, access).is_some()
+    }
+
+    /// The exit reasons this dispatcher needs enabled: FILTER when its filter filters, UNKNOWN
+    /// and INVAL when their route is not the default #GP (with the exit disabled, the kernel
+    /// injects #GP itself).
+    pub fn exit_reasons(&self) -> MsrExitReason {
+        let mut reasons = MsrExitReason::empty();
+        if !self.filter.is_unfiltered() {
+            reasons |= MsrExitReason::Filter;
+        }
+        if !matches!(self.unknown, ExitRoute::Gp) {
+            reasons |= MsrExitReason::Unknown;
+        }
+        if !matches!(self.inval, ExitRoute::Gp) {
+            reasons |= MsrExitReason::Inval;
+        }
+        reasons
+    }
+
     /// The handler taking `access` to `index`: a search of the contiguous spans of the entries
     /// taking that access, which never overlap; a scan for a few, a binary search beyond.
     #[inline]
