@@ -1144,3 +1144,26 @@ fn check_takes_policies_of_any_size() {
         run.stdout
     );
 }
+
+#[test]
+fn demo_swap_replaces_the_policy_while_vcpus_run() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let run = msrfilter(&["demo", "--swap"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let out = &run.stdout;
+    assert!(out.contains("demo --swap ok"), "{run:?}");
+    assert!(out.contains("200 replacements (generation 201)"), "{run:?}");
+    // Every row: no mis-routed exit and no #GP (the last two columns).
+    for msr in ["0x174 (IA32_SYSENTER_CS)", "0x175 (IA32_SYSENTER_ESP)", "0x4b564dff"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(msr))
+            .unwrap_or_else(|| panic!("no row for {msr}: {run:?}"));
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cols[cols.len() - 2..], ["0", "0"], "{row}");
+    }
+    let run = msrfilter(&["demo", "--swap", "--ignore-msrs"]);
+    assert_eq!(run.status, 2, "--swap conflicts with --ignore-msrs: {run:?}");
+}

@@ -301,9 +301,9 @@ impl<T: HandlerTable> Generational<T> {
         for node in gone {
             Self::free(updater, node);
         }
-        // The nodes counted are the installed head and the retired tables a lagging vCPU may
-        // still reach.
-        remaining.saturating_sub(1) + updater.withdrawn.len()
+        // Counted: the nodes newer than `oldest`, the installed head among them when it is; the
+        // node kept at `oldest` is then retired too, and the head is not: the count is right.
+        remaining + updater.withdrawn.len()
     }
 
     fn free_chain(updater: &mut Updater<T>, mut at: *mut Node<T>) {

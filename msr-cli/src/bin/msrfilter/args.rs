@@ -227,6 +227,11 @@ Exit status:
         /// of injecting #GP.
         #[arg(long)]
         ignore_msrs: bool,
+        /// Instead: show a live replacement. Two vCPU threads of one VM read MSRs in loops while
+        /// the policy is replaced 200 times between two tables (LiveDispatcher); prints which
+        /// table served each exit, the mis-routed exits and the #GP (both must be 0).
+        #[arg(long, conflicts_with_all = ["policy", "ignore_msrs"])]
+        swap: bool,
     },
 }
 

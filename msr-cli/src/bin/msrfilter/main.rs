@@ -17,6 +17,7 @@ mod load;
 mod pack;
 mod raw;
 mod report;
+mod swap;
 mod verify;
 
 pub(crate) use args::{AccessArg, Emit, Format};
@@ -38,9 +39,11 @@ fn main() -> ExitCode {
         Command::Pack { policy, emit, name } => pack::pack(&policy, emit, name.as_deref()),
         Command::Diff { old, new } => diff::diff(&old, &new),
         Command::Verify { policy, verbose } => verify::verify(&policy, verbose),
+        Command::Demo { swap: true, .. } => swap::demo_swap(),
         Command::Demo {
             policy,
             ignore_msrs,
+            ..
         } => demo::demo(policy.as_deref(), ignore_msrs),
     };
     match result {
