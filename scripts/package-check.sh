@@ -11,6 +11,12 @@ root=$(pwd)
 crates=(msr-filter-core msr-filter-kvm msr-filter-cli)
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
+# A stale tmp-registry from an earlier run would serve old copies of the same versions, and so
+# would cargo's extracted copies of that local registry (never refreshed for a version it has).
+rm -rf target/package
+for c in "${crates[@]}"; do
+  rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$c"-*
+done
 cargo package --allow-dirty "${args[@]}"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' msr-core/Cargo.toml | head -1)

@@ -61,11 +61,52 @@ fn dispatch(c: &mut Criterion) {
     group.finish();
 }
 
+/// `live_dispatch`: what live replacement costs per exit. `LiveDispatcher` (the quiescent point
+/// `enter_run` before each exit's `KVM_RUN`, then the table walk and `Dispatcher::dispatch`)
+/// against the bare `Dispatcher`, same handlers. Needs `/dev/kvm` for the VM whose interception
+/// the live dispatcher owns (no guest runs); skipped without it.
+fn live_dispatch(c: &mut Criterion) {
+    let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+        println!("SKIPPED: no /dev/kvm (live_dispatch)");
+        return;
+    };
+    let mut group = c.benchmark_group("live_dispatch");
+    group.throughput(Throughput::Elements(EXITS as u64));
+    for n in [1, 16, 64] {
+        let setup = dispatch_setup(n);
+        let probes = dispatch_probes(&setup.msrs, EXITS);
+        let vm = std::sync::Arc::new(kvm.create_vm().expect("KVM_CREATE_VM"));
+        let msrs =
+            msr_filter_kvm::MsrInterception::new(&kvm, vm, kvm_ioctls::MsrExitReason::empty())
+                .expect("MSR interception");
+        let live =
+            msr_filter_kvm::LiveDispatcher::new(msrs, 1, dispatch_setup(n).ours).expect("install");
+        let ours = &setup.ours;
+        group.bench_with_input(BenchmarkId::new("dispatcher", n), &probes, |b, probes| {
+            b.iter(|| {
+                complete_all(probes, |e| {
+                    black_box(black_box(ours).dispatch(0, e));
+                })
+            })
+        });
+        let live = &live;
+        group.bench_with_input(BenchmarkId::new("live", n), &probes, |b, probes| {
+            b.iter(|| {
+                complete_all(probes, |e| {
+                    black_box(live).enter_run(0);
+                    black_box(black_box(live).dispatch(0, e));
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = dispatch
+    targets = dispatch, live_dispatch
 }
 criterion_main!(benches);

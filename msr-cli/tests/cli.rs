@@ -1156,7 +1156,11 @@ fn demo_swap_replaces_the_policy_while_vcpus_run() {
     assert!(out.contains("demo --swap ok"), "{run:?}");
     assert!(out.contains("200 replacements (generation 201)"), "{run:?}");
     // Every row: no mis-routed exit and no #GP (the last two columns).
-    for msr in ["0x174 (IA32_SYSENTER_CS)", "0x175 (IA32_SYSENTER_ESP)", "0x4b564dff"] {
+    for msr in [
+        "0x174 (IA32_SYSENTER_CS)",
+        "0x175 (IA32_SYSENTER_ESP)",
+        "0x4b564dff",
+    ] {
         let row = out
             .lines()
             .find(|l| l.starts_with(msr))
@@ -1165,5 +1169,8 @@ fn demo_swap_replaces_the_policy_while_vcpus_run() {
         assert_eq!(&cols[cols.len() - 2..], ["0", "0"], "{row}");
     }
     let run = msrfilter(&["demo", "--swap", "--ignore-msrs"]);
-    assert_eq!(run.status, 2, "--swap conflicts with --ignore-msrs: {run:?}");
+    assert_eq!(
+        run.status, 2,
+        "--swap conflicts with --ignore-msrs: {run:?}"
+    );
 }

@@ -49,7 +49,10 @@
 //! interleavings of two vCPUs and an updater over this code, with the kernel modelled as an
 //! SRCU-replaced filter.
 
-use crate::sync::{fence, AtomicU64, Ordering::SeqCst};
+use crate::sync::{
+    fence, AtomicU64,
+    Ordering::{Relaxed, SeqCst},
+};
 
 /// The epoch of a vCPU outside `KVM_RUN` with no exit in hand.
 pub const OFFLINE: u64 = u64::MAX;
@@ -119,12 +122,15 @@ impl Generations {
     /// sequentially consistent fence, then load (the vCPU its epoch then the clock, the updater
     /// the clock then the epochs), so an updater that advances either sees this epoch or has its
     /// advance seen here: it never frees a table this vCPU may use.
+    #[inline]
     pub fn enter(&self, vcpu: &VcpuEpoch) -> u64 {
-        let mut g = self.installed.load(SeqCst);
+        let mut g = self.installed.load(Relaxed);
         loop {
-            vcpu.epoch.store(g, SeqCst);
+            vcpu.epoch.store(g, Relaxed);
+            // The fence orders the store before the load for every observer (pairs with the
+            // fence in `advance`): a store, a full fence and a load on x86.
             fence(SeqCst);
-            let now = self.installed.load(SeqCst);
+            let now = self.installed.load(Relaxed);
             if now == g {
                 return g;
             }
@@ -134,8 +140,10 @@ impl Generations {
 
     /// The epoch `vcpu` dispatches with: its own, or, for a vCPU that did not call
     /// [`enter`](Self::enter), a fresh one ([`enter`](Self::enter) now; slower, but safe).
+    #[inline]
     pub fn epoch_for_dispatch(&self, vcpu: &VcpuEpoch) -> u64 {
-        match vcpu.epoch.load(SeqCst) {
+        // Only the vCPU's own thread writes its epoch.
+        match vcpu.epoch.load(Relaxed) {
             OFFLINE => self.enter(vcpu),
             e => e,
         }
@@ -143,6 +151,7 @@ impl Generations {
 
     /// vCPU step 3: `vcpu` is outside `KVM_RUN` with no exit in hand and no table.
     pub fn leave(&self, vcpu: &VcpuEpoch) {
+        // Release: the vCPU's reads of tables happen before an updater that sees OFFLINE frees.
         vcpu.epoch.store(OFFLINE, SeqCst);
     }
 

@@ -171,7 +171,8 @@ impl<T: HandlerTable> Generational<T> {
 
     /// vCPU step: calls `f` with the table that serves an exit of `vcpu` for `access` to
     /// `index`, and its generation: the newest table with a handler for it among those the
-    /// vCPU's exit may come from, else the newest installed table (whose routes then apply).
+    /// vCPU's exit may come from; else the oldest of those, the one installed when the vCPU
+    /// entered `KVM_RUN` (whose routes then apply).
     /// `None` only for a vCPU index out of range.
     #[inline]
     pub fn with_table<R>(
@@ -196,13 +197,16 @@ impl<T: HandlerTable> Generational<T> {
                 "a vCPU reached a reclaimed table (generation {})",
                 node.generation
             );
+            let last = node.generation <= epoch;
             if !node.withdrawn.load(Acquire) {
-                if node.table.handles(index, access) {
+                // The last table considered serves with a handler or its routes: no separate
+                // search (the common case: one table, one search).
+                if last || node.table.handles(index, access) {
                     return Some(f(&node.table, node.generation));
                 }
                 fallback.get_or_insert(node);
             }
-            if node.generation <= epoch {
+            if last {
                 break;
             }
             at = node.older.load(Acquire);
