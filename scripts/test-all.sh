@@ -8,6 +8,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== what a VMM links: msr-filter-kvm pulls neither clap nor serde_json"
+if cargo tree -p msr-filter-kvm -e normal | grep -E '(clap|serde_json) v'; then
+  echo "msr-filter-kvm depends on the tool's dependencies (above)" >&2
+  exit 1
+fi
 echo "== packaged crates: cargo package, then each package's own tests"
 bash scripts/package-check.sh
 echo "== loom: the live-replacement protocol, model-checked (msr-kvm/tests/loom_swap.rs)"
