@@ -28,10 +28,18 @@ fn complete_all(probes: &[u32], dispatch: impl Fn(&mut VcpuExit<'_>)) -> u64 {
 fn dispatch(c: &mut Criterion) {
     let mut group = c.benchmark_group("dispatch");
     group.throughput(Throughput::Elements(EXITS as u64));
-    for n in [1, 16, 64] {
+    for n in [1, 16, 256, 4096] {
         let setup = dispatch_setup(n);
         let probes = dispatch_probes(&setup.msrs, EXITS);
         let (ours, linear, counted) = (&setup.ours, &setup.linear, &setup.counted);
+        let btreemap = &setup.btreemap;
+        group.bench_with_input(BenchmarkId::new("btreemap", n), &probes, |b, probes| {
+            b.iter(|| {
+                complete_all(probes, |e| {
+                    black_box(black_box(btreemap).dispatch(0, e));
+                })
+            })
+        });
         group.bench_with_input(BenchmarkId::new("ours", n), &probes, |b, probes| {
             b.iter(|| {
                 complete_all(probes, |e| {
@@ -57,6 +65,52 @@ fn dispatch(c: &mut Criterion) {
                 })
             },
         );
+    }
+    group.finish();
+}
+
+/// `threads`: do vCPU threads slow each other down? One `Dispatcher` (16 handlers) shared by 1
+/// or 2 threads, each completing `EXITS` exits per iteration as its own vCPU index; throughput
+/// is exits per second over all threads (2 threads at 2x one thread's = no interference). The
+/// `BTreeMap` baseline (no counters) the same way.
+fn threads(c: &mut Criterion) {
+    let setup = dispatch_setup(16);
+    let probes = dispatch_probes(&setup.msrs, EXITS);
+    let mut group = c.benchmark_group("threads");
+    for threads in [1usize, 2] {
+        group.throughput(Throughput::Elements((EXITS * threads) as u64));
+        let run = |iters: u64, dispatch: &(dyn Fn(usize, &mut VcpuExit<'_>) + Sync)| {
+            let start = std::sync::Barrier::new(threads);
+            let begin = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for vcpu in 0..threads {
+                    let (start, probes) = (&start, &probes);
+                    s.spawn(move || {
+                        start.wait();
+                        for _ in 0..iters {
+                            black_box(complete_all(probes, |e| dispatch(vcpu, e)));
+                        }
+                    });
+                }
+            });
+            begin.elapsed()
+        };
+        let ours = &setup.ours;
+        group.bench_function(BenchmarkId::new("ours", threads), |b| {
+            b.iter_custom(|iters| {
+                run(iters, &|v, e| {
+                    black_box(ours.dispatch(v, e));
+                })
+            })
+        });
+        let btreemap = &setup.btreemap;
+        group.bench_function(BenchmarkId::new("btreemap", threads), |b| {
+            b.iter_custom(|iters| {
+                run(iters, &|v, e| {
+                    black_box(btreemap.dispatch(v, e));
+                })
+            })
+        });
     }
     group.finish();
 }
@@ -107,6 +161,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = dispatch, live_dispatch
+    targets = dispatch, threads, live_dispatch
 }
 criterion_main!(benches);

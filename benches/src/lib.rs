@@ -299,6 +299,8 @@ pub struct DispatchSetup {
     pub linear: LinearDispatcher,
     /// QEMU's scheme with the dispatcher's per-handler counter.
     pub counted: LinearDispatcher,
+    /// A `BTreeMap<u32, Arc<dyn MsrHandler>>` (what a Rust VMM writes first).
+    pub btreemap: BTreeMapDispatcher,
 }
 
 /// Builds the [`DispatchSetup`] for `n` handlers.
@@ -307,7 +309,9 @@ pub fn dispatch_setup(n: usize) -> DispatchSetup {
     let mut builder = Dispatcher::builder(&Policy::<1>::new(Action::Allow));
     let mut linear = LinearDispatcher::new();
     let mut counted = LinearDispatcher::with_counters();
+    let mut btreemap = BTreeMapDispatcher::default();
     for &m in &msrs {
+        btreemap.handle(m, Constant::new(u64::from(m)));
         builder = builder
             .handle(m, Access::READ_WRITE, Constant::new(u64::from(m)))
             .expect("register handler");
@@ -320,6 +324,55 @@ pub fn dispatch_setup(n: usize) -> DispatchSetup {
         ours,
         linear,
         counted,
+        btreemap,
+    }
+}
+
+/// Baseline: handlers in a `BTreeMap<u32, Arc<dyn MsrHandler>>` keyed by MSR, one MSR per
+/// handler, no counters; an MSR with no handler gets #GP.
+#[derive(Default)]
+pub struct BTreeMapDispatcher {
+    handlers: BTreeMap<u32, Arc<dyn MsrHandler>>,
+}
+
+impl BTreeMapDispatcher {
+    /// Adds a handler for reads and writes of `index`.
+    pub fn handle(&mut self, index: u32, handler: impl MsrHandler + 'static) {
+        self.handlers.insert(index, Arc::new(handler));
+    }
+
+    /// Completes an MSR exit; returns whether it was one.
+    pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> bool {
+        match exit {
+            VcpuExit::X86Rdmsr(e) => {
+                *e.error = 1;
+                if let Some(h) = self.handlers.get(&e.index) {
+                    let ctx = MsrContext {
+                        vcpu,
+                        index: e.index,
+                        reason: e.reason,
+                    };
+                    if let Ok(v) = h.read(&ctx) {
+                        *e.data = v;
+                        *e.error = 0;
+                    }
+                }
+                true
+            }
+            VcpuExit::X86Wrmsr(e) => {
+                *e.error = 1;
+                if let Some(h) = self.handlers.get(&e.index) {
+                    let ctx = MsrContext {
+                        vcpu,
+                        index: e.index,
+                        reason: e.reason,
+                    };
+                    *e.error = u8::from(h.write(&ctx, e.data).is_err());
+                }
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -480,6 +533,7 @@ mod tests {
             ours,
             linear,
             counted,
+            btreemap,
         } = dispatch_setup(16);
         for index in msrs.iter().copied().chain([0x4000_0101, 0x10]) {
             let a = read_exit(index, |e| {
@@ -493,6 +547,10 @@ mod tests {
             });
             assert_eq!(a, b, "{index:#x}");
             assert_eq!(a, c, "{index:#x}");
+            let d = read_exit(index, |e| {
+                btreemap.dispatch(0, e);
+            });
+            assert_eq!(a, d, "{index:#x}");
             assert_eq!(a.1, u8::from(!msrs.contains(&index)));
         }
         let ours_counts: Vec<u64> = ours.handler_stats().iter().map(|h| h.reads).collect();

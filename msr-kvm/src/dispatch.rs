@@ -1,5 +1,6 @@
 //! Dispatching MSR exits to handlers.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{
     AtomicU64,
@@ -8,6 +9,8 @@ use std::sync::atomic::{
 use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit};
+
+use crate::lookup::{Count, HandlerIndex, ShardedCounters, Span};
 use msr_filter_core::{
     abi, names, Access, AccessType, Action, Filter, PackError, PolicyError, PolicyView, Rule,
 };
@@ -150,28 +153,10 @@ struct Entry {
     last: u32,
     access: Access,
     handler: Arc<dyn MsrHandler>,
-    stats: Counters,
 }
 
-#[derive(Default)]
-struct Counters {
-    reads: AtomicU64,
-    writes: AtomicU64,
-    faults: AtomicU64,
-}
-
-impl Counters {
-    fn count(&self, write: bool, result_ok: bool) {
-        if write {
-            self.writes.fetch_add(1, Relaxed);
-        } else {
-            self.reads.fetch_add(1, Relaxed);
-        }
-        if !result_ok {
-            self.faults.fetch_add(1, Relaxed);
-        }
-    }
-}
+/// vCPUs with counter blocks of their own unless [`DispatcherBuilder::vcpus`] says otherwise.
+pub const DEFAULT_VCPUS: usize = 8;
 
 /// Builds a [`Dispatcher`]: a policy, handlers, and routes for exits no handler takes.
 pub struct DispatcherBuilder {
@@ -179,6 +164,10 @@ pub struct DispatcherBuilder {
     /// The policy's rules; `build` appends one deny rule per handler.
     rules: Vec<Rule>,
     entries: Vec<Entry>,
+    /// Per access type (read, write): first MSR -> last MSR of the handlers taking it, to
+    /// refuse overlaps as they are registered.
+    taken: [BTreeMap<u32, u32>; 2],
+    vcpus: usize,
     unknown: ExitRoute,
     inval: ExitRoute,
     unhandled: ExitRoute,
@@ -219,18 +208,24 @@ impl DispatcherBuilder {
         if first <= abi::X2APIC_LAST && last >= abi::X2APIC_FIRST {
             return Err(BuildError::X2apic { first, last });
         }
-        for e in &self.entries {
-            let overlap_first = e.first.max(first);
-            if overlap_first <= e.last.min(last) {
-                if let Some(a) = AccessType::ALL
-                    .into_iter()
-                    .find(|a| e.access.includes(*a) && access.includes(*a))
-                {
+        for a in AccessType::ALL {
+            if !access.includes(a) {
+                continue;
+            }
+            let taken = &self.taken[a as usize];
+            // The handler starting last at or before `last` is the only one that can overlap.
+            if let Some((&f, &l)) = taken.range(..=last).next_back() {
+                if l >= first {
                     return Err(BuildError::Overlap {
-                        index: overlap_first,
+                        index: f.max(first),
                         access: a,
                     });
                 }
+            }
+        }
+        for a in AccessType::ALL {
+            if access.includes(a) {
+                self.taken[a as usize].insert(first, last);
             }
         }
         self.entries.push(Entry {
@@ -238,9 +233,17 @@ impl DispatcherBuilder {
             last,
             access,
             handler: Arc::new(handler),
-            stats: Counters::default(),
         });
         Ok(self)
+    }
+
+    /// How many vCPUs get exit counters of their own (default [`DEFAULT_VCPUS`]): vCPU indexes
+    /// below this count their exits without an atomic add and without sharing a cache line, so
+    /// vCPU threads do not slow each other down; higher indexes share one block of atomic
+    /// counters. Costs `24 * handlers` bytes per vCPU.
+    pub fn vcpus(mut self, vcpus: usize) -> Self {
+        self.vcpus = vcpus;
+        self
     }
 
     /// Routes exits of reason UNKNOWN (KVM does not know the MSR; needs that exit reason
@@ -284,20 +287,24 @@ impl DispatcherBuilder {
         let filter = policy.pack().map_err(BuildError::Pack)?.filter;
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.first);
-        let by_access = AccessType::ALL.map(|a| {
-            (0..entries.len())
-                .filter(|&k| entries[k].access.includes(a))
-                .map(|k| Span {
-                    first: entries[k].first,
-                    last: entries[k].last,
-                    entry: k,
-                })
-                .collect()
+        let index = AccessType::ALL.map(|a| {
+            HandlerIndex::new(
+                (0..entries.len())
+                    .filter(|&k| entries[k].access.includes(a))
+                    .map(|k| Span {
+                        first: entries[k].first,
+                        last: entries[k].last,
+                        entry: k as u32,
+                    })
+                    .collect(),
+            )
         });
         Ok(Dispatcher {
             filter,
+            counters: ShardedCounters::new(entries.len(), self.vcpus),
+            handlers: entries.iter().map(|e| Arc::clone(&e.handler)).collect(),
             entries,
-            by_access,
+            index,
             unknown: self.unknown,
             inval: self.inval,
             unhandled: self.unhandled,
@@ -320,14 +327,6 @@ impl From<std::ops::RangeInclusive<u32>> for MsrSpan {
     fn from(r: std::ops::RangeInclusive<u32>) -> Self {
         MsrSpan(*r.start(), *r.end())
     }
-}
-
-/// One handler's MSRs for one access type, in the dispatcher's search array.
-#[derive(Clone, Copy, Debug)]
-struct Span {
-    first: u32,
-    last: u32,
-    entry: usize,
 }
 
 /// Lock-free counters of exits that no handler took, per route.
@@ -483,8 +482,12 @@ pub struct Dispatcher {
     filter: Filter,
     /// Sorted by `first`.
     entries: Vec<Entry>,
-    /// Per access type (read, write): the entries taking it, sorted and disjoint.
-    by_access: [Box<[Span]>; 2],
+    /// The entries' handlers, densely (the hot path reads only these).
+    handlers: Box<[Arc<dyn MsrHandler>]>,
+    /// Per access type (read, write): which entry takes an MSR.
+    index: [HandlerIndex; 2],
+    /// Per entry and vCPU: reads, writes, faults.
+    counters: ShardedCounters,
     unknown: ExitRoute,
     inval: ExitRoute,
     unhandled: ExitRoute,
@@ -514,6 +517,8 @@ impl Dispatcher {
             default: policy.default_action(),
             rules: policy.rules().to_vec(),
             entries: Vec::new(),
+            taken: [BTreeMap::new(), BTreeMap::new()],
+            vcpus: DEFAULT_VCPUS,
             unknown: ExitRoute::Gp,
             inval: ExitRoute::Gp,
             unhandled: ExitRoute::Gp,
@@ -527,7 +532,7 @@ impl Dispatcher {
 
     /// Whether a handler (not a route) takes `access` to `index`.
     #[inline]
-    pub fn has_handler(&self, index: u32, access: AccessType) -> bool {
+    pub(crate) fn has_handler(&self, index: u32, access: AccessType) -> bool {
         self.entry(index, access).is_some()
     }
 
@@ -548,19 +553,10 @@ impl Dispatcher {
         reasons
     }
 
-    /// The handler taking `access` to `index`: a search of the contiguous spans of the entries
-    /// taking that access, which never overlap; a scan for a few, a binary search beyond.
+    /// The position of the handler taking `access` to `index`.
     #[inline]
-    fn entry(&self, index: u32, access: AccessType) -> Option<&Entry> {
-        const SCAN_UP_TO: usize = 8;
-        let spans = &self.by_access[access as usize];
-        let span = if spans.len() <= SCAN_UP_TO {
-            spans.iter().find(|s| s.first <= index && index <= s.last)?
-        } else {
-            let i = spans.partition_point(|s| s.first <= index);
-            spans.get(i.checked_sub(1)?).filter(|s| s.last >= index)?
-        };
-        Some(&self.entries[span.entry])
+    fn entry(&self, index: u32, access: AccessType) -> Option<usize> {
+        self.index[access as usize].get(index)
     }
 
     #[inline]
@@ -570,19 +566,21 @@ impl Dispatcher {
         } else {
             AccessType::Read
         };
-        // A panicking handler is a refusal: the guest gets #GP, the vCPU thread goes on.
-        let call = |h: &dyn MsrHandler| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match write {
-                Some(v) => h.write(ctx, v).map(|()| 0),
-                None => h.read(ctx),
-            }))
-            .unwrap_or(Err(Fault))
-        };
-        if let Some(e) = self.entry(ctx.index, access) {
-            let result = call(&*e.handler);
-            e.stats.count(write.is_some(), result.is_ok());
-            return result;
+        match self.entry(ctx.index, access) {
+            Some(k) => {
+                let result = call_handler(&*self.handlers[k], ctx, write);
+                self.counters
+                    .add(ctx.vcpu, k, write.is_some(), result.is_ok());
+                result
+            }
+            None => self.route_unhandled(ctx, write),
         }
+    }
+
+    /// An exit no handler takes: its route, counted per route and per MSR, logged.
+    #[cold]
+    #[inline(never)]
+    fn route_unhandled(&self, ctx: &MsrContext, write: Option<u64>) -> Result<u64, Fault> {
         let (route, counter) = if ctx.reason == MsrExitReason::Unknown {
             (&self.unknown, &self.route_stats.unknown)
         } else if ctx.reason == MsrExitReason::Inval {
@@ -595,7 +593,7 @@ impl Dispatcher {
         let result = match route {
             ExitRoute::Gp => Err(Fault),
             ExitRoute::Value(v) => Ok(if write.is_some() { 0 } else { *v }),
-            ExitRoute::Handler(h) => call(&**h),
+            ExitRoute::Handler(h) => call_handler(&**h, ctx, write),
         };
         if result.is_err() {
             self.route_stats.faults.fetch_add(1, Relaxed);
@@ -632,6 +630,7 @@ impl Dispatcher {
     /// leaves the kernel's fail-open preset in place.
     ///
     /// `vcpu` is the VMM's index of the exiting vCPU; handlers with per-vCPU state use it.
+    #[inline]
     pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> Dispatch {
         match exit {
             VcpuExit::X86Rdmsr(e) => {
@@ -672,6 +671,7 @@ impl Dispatcher {
     /// assert_eq!(error, 1);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[inline]
     pub fn dispatch_msr(
         &self,
         vcpu: usize,
@@ -716,7 +716,8 @@ impl Dispatcher {
     pub fn handler_stats(&self) -> Vec<HandlerStats> {
         self.entries
             .iter()
-            .map(|e| HandlerStats {
+            .enumerate()
+            .map(|(k, e)| HandlerStats {
                 first: e.first,
                 last: e.last,
                 name: if e.first == e.last {
@@ -726,9 +727,9 @@ impl Dispatcher {
                 },
                 access: e.access,
                 kind: e.handler.kind(),
-                reads: e.stats.reads.load(Relaxed),
-                writes: e.stats.writes.load(Relaxed),
-                faults: e.stats.faults.load(Relaxed),
+                reads: self.counters.sum(k, Count::Read),
+                writes: self.counters.sum(k, Count::Write),
+                faults: self.counters.sum(k, Count::Fault),
             })
             .collect()
     }
@@ -750,6 +751,17 @@ impl Dispatcher {
     pub fn route_msr_stats(&self) -> Vec<RouteMsrStats> {
         self.route_stats.per_msr.snapshot()
     }
+}
+
+/// Calls a handler; a panicking handler is a refusal: the guest gets #GP, the vCPU thread goes
+/// on.
+#[inline]
+fn call_handler(h: &dyn MsrHandler, ctx: &MsrContext, write: Option<u64>) -> Result<u64, Fault> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match write {
+        Some(v) => h.write(ctx, v).map(|()| 0),
+        None => h.read(ctx),
+    }))
+    .unwrap_or(Err(Fault))
 }
 
 /// The kernel's name of an exit reason: FILTER, UNKNOWN or INVAL.

@@ -36,11 +36,12 @@ pub mod guest;
 pub mod handlers;
 mod intercept;
 pub mod live;
+mod lookup;
 mod sync;
 
 pub use dispatch::{
     reason_name, BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault,
-    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteMsrStats, RouteStats,
+    HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteMsrStats, RouteStats, DEFAULT_VCPUS,
 };
 pub use intercept::{KvmError, MsrInterception};
 pub use live::{LiveDispatcher, Replaced};

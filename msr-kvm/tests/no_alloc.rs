@@ -66,7 +66,13 @@ fn dispatcher() -> Dispatcher {
 /// a handler refuses.
 fn exits(dispatch: &dyn Fn(usize, AccessType, u32, &mut u64, &mut u8)) {
     for round in 0..3u32 {
-        for index in [0xc000_0103, 0x4000_0000, 0x4000_012b, 0x4000_0fff, 0x4b56_4dfe + round] {
+        for index in [
+            0xc000_0103,
+            0x4000_0000,
+            0x4000_012b,
+            0x4000_0fff,
+            0x4b56_4dfe + round,
+        ] {
             for access in AccessType::ALL {
                 let (mut data, mut error) = (7, 0);
                 dispatch(round as usize % 2, access, index, &mut data, &mut error);
@@ -115,7 +121,11 @@ fn decide_and_dispatch_allocate_nothing() {
         })
     };
     run();
-    assert_eq!(allocations(run), 0, "LiveDispatcher::dispatch_msr allocated");
+    assert_eq!(
+        allocations(run),
+        0,
+        "LiveDispatcher::dispatch_msr allocated"
+    );
     // The check can fail: a `Vec` made on the path is counted.
     assert_eq!(allocations(|| drop(std::hint::black_box(vec![1u8]))), 1);
 }

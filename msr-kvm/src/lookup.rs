@@ -1,0 +1,267 @@
+//! The dispatcher's hot structures: which handler takes an access to an MSR
+//! ([`HandlerIndex`]), and exit counters that vCPU threads update without sharing a cache line
+//! ([`ShardedCounters`]).
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// MSRs per page of the direct table.
+const PAGE_BITS: u32 = 12;
+const PAGE_MSRS: usize = 1 << PAGE_BITS;
+/// Spans up to this many MSRs go into direct pages; longer ones are searched.
+const SMALL_SPAN: u64 = PAGE_MSRS as u64;
+/// Page keys scanned linearly up to this many; binary search beyond.
+const SCAN_KEYS: usize = 8;
+
+/// One handler's MSRs for one access type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Span {
+    pub first: u32,
+    pub last: u32,
+    /// The handler's position in the dispatcher.
+    pub entry: u32,
+}
+
+/// Which handler takes an access to an MSR, for one access type: a direct table per 4096-MSR
+/// page that holds handled MSRs (one load after finding the page, whatever the number of
+/// handlers), and a sorted search for spans longer than a page or when the pages would take more
+/// memory than the budget (`max(64, handlers / 256)` pages of 16 KiB).
+#[derive(Debug, Default)]
+pub(crate) struct HandlerIndex {
+    /// Sorted page numbers (`index >> 12`).
+    keys: Box<[u32]>,
+    /// `keys.len()` pages of `PAGE_MSRS` slots: handler position + 1, or 0.
+    slots: Box<[u32]>,
+    /// Spans not in the pages, sorted by `first`, disjoint.
+    spans: Box<[Span]>,
+}
+
+impl HandlerIndex {
+    /// Builds the index of `spans`, which must be disjoint.
+    pub fn new(mut spans: Vec<Span>) -> HandlerIndex {
+        spans.sort_unstable_by_key(|s| s.first);
+        let small = |s: &Span| u64::from(s.last) - u64::from(s.first) < SMALL_SPAN;
+        let mut keys: Vec<u32> = spans
+            .iter()
+            .filter(|s| small(s))
+            .flat_map(|s| (s.first >> PAGE_BITS)..=(s.last >> PAGE_BITS))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let budget = (spans.len() / 256).max(64);
+        if keys.len() > budget {
+            // Spread too thin for direct pages: search everything.
+            return HandlerIndex {
+                spans: spans.into_boxed_slice(),
+                ..HandlerIndex::default()
+            };
+        }
+        let mut slots = vec![0u32; keys.len() * PAGE_MSRS];
+        let mut rest = Vec::new();
+        for span in spans {
+            if !small(&span) {
+                rest.push(span);
+                continue;
+            }
+            for index in span.first..=span.last {
+                let page = keys
+                    .binary_search(&(index >> PAGE_BITS))
+                    .expect("every page of a small span is a key");
+                slots[page * PAGE_MSRS + (index as usize & (PAGE_MSRS - 1))] = span.entry + 1;
+            }
+        }
+        HandlerIndex {
+            keys: keys.into_boxed_slice(),
+            slots: slots.into_boxed_slice(),
+            spans: rest.into_boxed_slice(),
+        }
+    }
+
+    /// The handler position taking `index`, if any.
+    #[inline]
+    pub fn get(&self, index: u32) -> Option<usize> {
+        if let Some(page) = self.page(index >> PAGE_BITS) {
+            let slot = self.slots[page * PAGE_MSRS + (index as usize & (PAGE_MSRS - 1))];
+            if slot != 0 {
+                return Some(slot as usize - 1);
+            }
+        }
+        if self.spans.is_empty() {
+            return None;
+        }
+        let i = self.spans.partition_point(|s| s.first <= index);
+        let span = self.spans.get(i.checked_sub(1)?)?;
+        (span.last >= index).then_some(span.entry as usize)
+    }
+
+    #[inline]
+    fn page(&self, key: u32) -> Option<usize> {
+        let keys = &self.keys;
+        if keys.len() <= SCAN_KEYS {
+            keys.iter().position(|&k| k == key)
+        } else {
+            // Branch-free binary search: the last position whose key is <= `key`.
+            let mut base = 0;
+            let mut len = keys.len();
+            while len > 1 {
+                let half = len / 2;
+                if keys[base + half] <= key {
+                    base += half;
+                }
+                len -= half;
+            }
+            (keys[base] == key).then_some(base)
+        }
+    }
+
+    /// Bytes the index takes (for the docs' memory statement and tests).
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.keys.len() * 4 + self.slots.len() * 4 + self.spans.len() * std::mem::size_of::<Span>()
+    }
+}
+
+/// Per-handler exit counters (reads, writes, faults), one block per vCPU: vCPU `v < shards`
+/// writes only its own block, with a plain load and store (no locked instruction, no cache line
+/// shared with another vCPU); vCPUs beyond go to one shared block with atomic adds. Read by
+/// summing the blocks.
+///
+/// The per-vCPU blocks assume what the dispatcher documents: exits of one vCPU index are
+/// dispatched by one thread at a time. Two threads dispatching for the same index at once may
+/// lose a count, never corrupt anything.
+#[derive(Debug)]
+pub(crate) struct ShardedCounters {
+    shards: usize,
+    /// u64 cells per block: three per handler, rounded up to a 64-byte line.
+    stride: usize,
+    cells: Box<[AtomicU64]>,
+}
+
+/// What a counter counts.
+#[derive(Clone, Copy)]
+pub(crate) enum Count {
+    Read = 0,
+    Write = 1,
+    Fault = 2,
+}
+
+impl ShardedCounters {
+    pub fn new(handlers: usize, shards: usize) -> ShardedCounters {
+        let stride = (handlers * 3).div_ceil(8) * 8;
+        ShardedCounters {
+            shards,
+            stride,
+            cells: (0..stride * (shards + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// Counts one exit of `handler` on `vcpu`: a read or a write, and a fault unless `ok`.
+    #[inline]
+    pub fn add(&self, vcpu: usize, handler: usize, write: bool, ok: bool) {
+        let own = vcpu < self.shards;
+        let block = if own { vcpu } else { self.shards };
+        let base = block * self.stride + handler * 3;
+        let Some(cells) = self.cells.get(base..base + 3) else {
+            return;
+        };
+        let bump = |cell: &AtomicU64| {
+            if own {
+                cell.store(cell.load(Relaxed).wrapping_add(1), Relaxed);
+            } else {
+                cell.fetch_add(1, Relaxed);
+            }
+        };
+        bump(&cells[usize::from(write)]);
+        if !ok {
+            bump(&cells[Count::Fault as usize]);
+        }
+    }
+
+    /// The sum over all blocks.
+    pub fn sum(&self, handler: usize, what: Count) -> u64 {
+        (0..=self.shards)
+            .map(|b| self.cells[b * self.stride + handler * 3 + what as usize].load(Relaxed))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spans(list: &[(u32, u32)]) -> Vec<Span> {
+        list.iter()
+            .enumerate()
+            .map(|(k, &(first, last))| Span {
+                first,
+                last,
+                entry: k as u32,
+            })
+            .collect()
+    }
+
+    /// The index answers as a plain scan of the spans, at every edge, whichever structure
+    /// holds them.
+    #[test]
+    fn index_answers_as_a_scan() {
+        let cases: Vec<Vec<(u32, u32)>> = vec![
+            vec![],
+            vec![(0x10, 0x10)],
+            vec![
+                (0xfff, 0x1000),
+                (0x2000, 0x2fff),
+                (0x4000_0000, 0x4fff_ffff),
+            ],
+            vec![(0, 0), (u32::MAX, u32::MAX), (0x7fff_f000, 0x8000_0fff)],
+            (0..3000u32)
+                .map(|i| (i * 0x10_0000, i * 0x10_0000 + 1))
+                .collect(),
+            (0..70u32).map(|i| (i << 12, (i << 12) + 5)).collect(),
+        ];
+        for list in cases {
+            let index = HandlerIndex::new(spans(&list));
+            let mut probes: Vec<u32> = vec![0, 1, u32::MAX, u32::MAX - 1];
+            for &(f, l) in &list {
+                probes.extend([f.wrapping_sub(1), f, l, l.wrapping_add(1), f / 2 + l / 2]);
+            }
+            for p in probes {
+                let want = list.iter().position(|&(f, l)| f <= p && p <= l);
+                assert_eq!(index.get(p), want, "{p:#x} in {} spans", list.len());
+            }
+        }
+    }
+
+    #[test]
+    fn dense_handlers_use_pages_and_sparse_ones_the_search() {
+        let dense = HandlerIndex::new(spans(
+            &(0..65_536u32)
+                .map(|i| (0x4000_0000 + i, 0x4000_0000 + i))
+                .collect::<Vec<_>>(),
+        ));
+        assert_eq!(dense.keys.len(), 16);
+        assert!(dense.spans.is_empty());
+        assert!(dense.bytes() < 300 * 1024, "{}", dense.bytes());
+        let sparse = HandlerIndex::new(spans(
+            &(0..4096u32).map(|i| (i << 16, i << 16)).collect::<Vec<_>>(),
+        ));
+        assert!(sparse.keys.is_empty());
+        assert_eq!(sparse.spans.len(), 4096);
+        assert_eq!(sparse.get(5 << 16), Some(5));
+        assert_eq!(sparse.get((5 << 16) + 1), None);
+    }
+
+    #[test]
+    fn counters_sum_own_and_shared_blocks() {
+        let c = ShardedCounters::new(3, 2);
+        c.add(0, 1, false, true);
+        c.add(1, 1, false, true);
+        c.add(7, 1, false, true);
+        c.add(7, 2, true, false);
+        assert_eq!(c.sum(2, Count::Write), 1);
+        assert_eq!(c.sum(1, Count::Read), 3);
+        assert_eq!(c.sum(1, Count::Write), 0);
+        assert_eq!(c.sum(2, Count::Fault), 1);
+        assert_eq!(c.sum(0, Count::Read), 0);
+    }
+}
