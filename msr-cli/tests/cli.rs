@@ -1174,3 +1174,97 @@ fn demo_swap_replaces_the_policy_while_vcpus_run() {
         "--swap conflicts with --ignore-msrs: {run:?}"
     );
 }
+
+/// Runs `msrfilter ARGS` under `sh -c` with `redirect` appended (`>/dev/full`, `>&-`,
+/// `| head -c 1`); returns msrfilter's exit status and its standard error.
+fn msrfilter_redirected(args: &[&str], redirect: &str) -> (i32, String) {
+    let script = format!(
+        "\"$0\" {} {redirect}; echo \"status=$?\" >&2",
+        args.join(" ")
+    );
+    let script = if redirect.starts_with('|') {
+        // The status of msrfilter, not of the reader.
+        format!(
+            "{{ \"$0\" {} 2>&3; echo \"status=$?\" >&3; }} 3>&2 {redirect} >/dev/null",
+            args.join(" ")
+        )
+    } else {
+        script
+    };
+    let out = Command::new("sh")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_msrfilter")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let status = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("status="))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {stderr:?}"));
+    (status, stderr)
+}
+
+/// Output that cannot be written is a failure naming standard output, never a panic; a reader
+/// that stops early (a closed pipe) ends the command quietly.
+#[test]
+fn unwritable_output_fails_cleanly() {
+    let policy = example("selftest-deny.policy");
+    let (status, stderr) = msrfilter_redirected(&["check", &policy], ">/dev/full");
+    assert_eq!(status, 1, "{stderr}");
+    assert!(
+        stderr.contains("msrfilter: cannot write to standard output: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (status, stderr) = msrfilter_redirected(&["pack", "--emit", "json", &policy], ">&-");
+    assert_eq!(status, 1, "{stderr}");
+    assert!(stderr.contains("standard output"), "{stderr}");
+    // A reader that closed its end before msrfilter writes: every write gets EPIPE.
+    let (status, stderr) = msrfilter_redirected(
+        &["pack", "--emit", "c", &policy],
+        "| { exec 0<&-; sleep 1; }",
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // Standard error that cannot be written: the failure status stays.
+    let (status, _) = msrfilter_redirected(&["check", "/nonexistent"], "2>/dev/full");
+    assert_eq!(status, 1);
+    // And a plain redirection to /dev/null is a success.
+    let (status, stderr) = msrfilter_redirected(&["check", &policy], ">/dev/null");
+    assert_eq!(status, 0, "{stderr}");
+}
+
+/// Every input is read up to a limit: `/dev/zero` is refused with a clear error instead of
+/// exhausting memory, for every command that reads one; `--max-input-bytes` moves the limit.
+#[test]
+fn input_is_bounded() {
+    for args in [
+        vec!["check", "/dev/zero"],
+        vec!["check", "--raw", "/dev/zero"],
+        vec!["explain", "/dev/zero", "0x10"],
+        vec!["pack", "--emit", "json", "/dev/zero"],
+        vec!["diff", "/dev/zero", "/dev/zero"],
+        vec!["verify", "/dev/zero"],
+        vec!["demo", "--policy", "/dev/zero"],
+    ] {
+        let run = msrfilter(&args);
+        assert_ne!(run.status, 0, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains(
+                "/dev/zero is larger than the input limit of 4194304 bytes; raise it with --max-input-bytes"
+            ),
+            "{args:?}: {run:?}"
+        );
+    }
+    let policy = "default allow\ndeny w 0x48\n";
+    let run = msrfilter_with_stdin(&["check", "-", "--max-input-bytes", "10"], Some(policy));
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("<stdin> is larger than the input limit of 10 bytes"),
+        "{run:?}"
+    );
+    let limit = policy.len().to_string();
+    let run = msrfilter_with_stdin(&["check", "-", "--max-input-bytes", &limit], Some(policy));
+    assert_eq!(run.status, 0, "exactly the limit is fine: {run:?}");
+}

@@ -33,6 +33,10 @@ Exit status:
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
+    /// The most bytes read from any input file or standard input (policies, raw filters);
+    /// larger input is refused, read no further than the limit.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = crate::load::DEFAULT_MAX_INPUT)]
+    pub(crate) max_input_bytes: u64,
 }
 
 /// The exit statuses of `check`.

@@ -7,6 +7,7 @@ use msr_filter_core::{names, Decider, Explanation, Filter, Range};
 use serde_json::{json, Value};
 
 use crate::raw::{error_json, RawLoaded};
+use crate::report::outln;
 use crate::{insn, msr_label, plural, print_json, AccessArg, Failure, Format, Loaded};
 
 /// `msrfilter check [--raw] FILE [--format F]`.
@@ -29,14 +30,14 @@ fn check_policy(path: &str, format: Format) -> Result<(), Failure> {
         print_json(&report);
         return Ok(());
     }
-    println!(
-        "{}: {} rules, default {}",
+    outln!(
+        "{}: {}, default {}",
         loaded.name,
-        loaded.rules.len(),
+        plural(loaded.rules.len(), "rule"),
         loaded.default
     );
     print_filter(filter);
-    println!(
+    outln!(
         "total: {}, {} bitmap bytes; proven_minimal: {}",
         plural(filter.range_count(), "range"),
         filter.bitmap_bytes(),
@@ -47,7 +48,7 @@ fn check_policy(path: &str, format: Format) -> Result<(), Failure> {
         }
     );
     print_warnings(filter);
-    println!("ok");
+    outln!("ok");
     Ok(())
 }
 
@@ -75,29 +76,29 @@ fn check_raw(path: &str, format: Format) -> Result<(), Failure> {
         print_json(&accepted_json(&filter));
         return Ok(());
     }
-    println!(
+    outln!(
         "{}: raw filter, {} given; the kernel accepts it",
         loaded.name,
         plural(loaded.raw.ranges.len(), "slot")
     );
     print_filter(&filter);
-    println!(
+    outln!(
         "total: {}, {} bitmap bytes",
         plural(filter.range_count(), "range"),
         filter.bitmap_bytes()
     );
     print_warnings(&filter);
-    println!("ok");
+    outln!("ok");
     Ok(())
 }
 
 /// Prints every lint, then every exit storm, as `warning:` lines.
 fn print_warnings(filter: &Filter) {
     for lint in filter.lints() {
-        println!("warning: {lint}");
+        outln!("warning: {lint}");
     }
     for storm in exit_storms(filter) {
-        println!("warning: {storm}");
+        outln!("warning: {storm}");
     }
 }
 
@@ -128,22 +129,27 @@ fn storm_json(storm: &ExitStorm) -> Value {
 
 /// Prints a filter's default action and its range table.
 pub fn print_filter(filter: &Filter) {
-    println!(
+    outln!(
         "filter: default {} (flags {:#x})",
         filter.default_action(),
         filter.flags()
     );
     if filter.range_count() == 0 {
-        println!("  (no ranges)");
+        outln!("  (no ranges)");
         return;
     }
-    println!(
+    outln!(
         "{:>4}  {:<10}  {:<10}  {:>6}  {:<5}  {:>12}  names",
-        "slot", "base", "last", "nmsrs", "flags", "bitmap bytes"
+        "slot",
+        "base",
+        "last",
+        "nmsrs",
+        "flags",
+        "bitmap bytes"
     );
     for (slot, range) in filter.used_ranges() {
         let last = range.base().wrapping_add(range.nmsrs() - 1);
-        println!(
+        outln!(
             "{:>4}  {:<10}  {:<10}  {:>6}  {:<5}  {:>12}  {}",
             slot,
             format!("{:#x}", range.base()),
@@ -234,7 +240,7 @@ fn explain_raw(path: &str, index: u32, access: AccessArg, format: Format) -> Res
     for &a in access.types() {
         let why = filter.explain(index, a);
         match format {
-            Format::Text => println!(
+            Format::Text => outln!(
                 "{} {}: {} — {}",
                 insn(a),
                 msr_label(index),
@@ -270,7 +276,7 @@ fn explain_policy(
             object["policy"] = policy_json(&loaded, policy_action.as_str(), rule, &why);
             objects.push(object);
         } else {
-            println!(
+            outln!(
                 "{} {}: {} — {}",
                 insn(a),
                 msr_label(index),
@@ -285,12 +291,12 @@ fn explain_policy(
                 }
                 None => loaded.describe_default(),
             };
-            println!("  policy: {policy_action}, decided by {decided_by}");
+            outln!("  policy: {policy_action}, decided by {decided_by}");
         }
         if policy_action != why.action {
             disagreements += 1;
             if format == Format::Text {
-                println!(
+                outln!(
                     "  BUG: the packed filter decides {} but the policy wants {policy_action}",
                     why.action
                 );

@@ -13,6 +13,7 @@ use msr_filter_kvm::handlers::{self, Counting, OnWrite, Shadow};
 use msr_filter_kvm::{BuildError, Dispatcher, DispatcherBuilder};
 
 use crate::check::print_filter;
+use crate::report::outln;
 use crate::verify::guest_with_filter;
 use crate::{insn, Failure, Loaded};
 
@@ -327,11 +328,11 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         None => Loaded::from_bytes("<built-in demo policy>".into(), DEMO_POLICY.as_bytes())?,
     };
     match policy {
-        Some(_) => println!("policy {}:", loaded.name),
-        None => println!("policy (built in; the same as examples/demo.policy):"),
+        Some(_) => outln!("policy {}:", loaded.name),
+        None => outln!("policy (built in; the same as examples/demo.policy):"),
     }
     for line in loaded.text.lines() {
-        println!("    {line}");
+        outln!("    {line}");
     }
     for h in &HANDLERS {
         loaded.extra_rules.push(format!(
@@ -355,21 +356,21 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         Err(BuildError::Pack(e)) => return Err(loaded.pack_failure(&e)),
         Err(e) => return Err(Failure::located(format!("{}: {e}", loaded.name))),
     };
-    println!();
-    println!("handlers (registering one intercepts its MSR: the filter denies it so it exits):");
+    outln!();
+    outln!("handlers (registering one intercepts its MSR: the filter denies it so it exits):");
     for h in &HANDLERS {
-        println!(
+        outln!(
             "    {:<3} {:<32} {}",
             h.access.as_str(),
             crate::msr_label(h.index),
             h.label
         );
     }
-    println!();
+    outln!();
     print_filter(dispatcher.filter());
     let host_ignore = host_ignore_msrs();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "user-space MSR exits: FILTER | UNKNOWN | INVAL; MSRs unknown to KVM: {}",
         if ignore_unknown {
             "read 0, writes dropped (--ignore-msrs)"
@@ -378,7 +379,7 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         }
     );
     if host_ignore {
-        println!(
+        outln!(
             "note: this host sets kvm.ignore_msrs=Y, so KVM completes unknown-MSR accesses itself (no UNKNOWN exits)"
         );
     }
@@ -394,10 +395,17 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         shadows: HashMap::new(),
         counts: Counts::default(),
     };
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:>2}  {:<6} {:<10}  {:<22}  {:<18}  {:<7}  {:<18}  {:<32}  check",
-        "#", "access", "msr", "name", "written", "exit", "outcome", "handled by"
+        "#",
+        "access",
+        "msr",
+        "name",
+        "written",
+        "exit",
+        "outcome",
+        "handled by"
     );
     let mut mismatches = Vec::new();
     for (n, step) in STEPS.iter().enumerate() {
@@ -414,7 +422,7 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         } else {
             format!("✗ expected {}", expected_text(want_exit, want))
         };
-        println!(
+        outln!(
             "{:>2}  {:<6} {:<10}  {:<22}  {:<18}  {:<7}  {:<18}  {:<32}  {check}",
             n + 1,
             insn(access),
@@ -441,10 +449,16 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         }
     }
 
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<32}  {:<10}  {:<22}  {:<6}  {:>5}  {:>6}  {:>6}",
-        "handler", "msr", "name", "access", "reads", "writes", "faults"
+        "handler",
+        "msr",
+        "name",
+        "access",
+        "reads",
+        "writes",
+        "faults"
     );
     for s in dispatcher.handler_stats() {
         let label = HANDLERS
@@ -456,7 +470,7 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         } else {
             format!("{:#x}-{:#x}", s.first, s.last)
         };
-        println!(
+        outln!(
             "{label:<32}  {msrs:<10}  {:<22}  {:<6}  {:>5}  {:>6}  {:>6}",
             s.name.unwrap_or("-"),
             s.access.as_str(),
@@ -479,31 +493,34 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         }
     }
     let (reads, writes) = counting.counts();
-    println!("Counting(Shadow) at 0x4b564dff saw {reads} reads and {writes} writes");
+    outln!("Counting(Shadow) at 0x4b564dff saw {reads} reads and {writes} writes");
 
     let r = dispatcher.route_stats();
-    println!();
-    println!("{:<40}  {:>5}", "route (exits no handler took)", "exits");
-    println!("{:<40}  {:>5}", "UNKNOWN", r.unknown);
-    println!("{:<40}  {:>5}", "INVAL", r.inval);
-    println!(
+    outln!();
+    outln!("{:<40}  {:>5}", "route (exits no handler took)", "exits");
+    outln!("{:<40}  {:>5}", "UNKNOWN", r.unknown);
+    outln!("{:<40}  {:>5}", "INVAL", r.inval);
+    outln!(
         "{:<40}  {:>5}",
-        "FILTER, unhandled (fail closed)", r.unhandled
+        "FILTER, unhandled (fail closed)",
+        r.unhandled
     );
-    println!("{:<40}  {:>5}", "of these, ended in #GP", r.faults);
+    outln!("{:<40}  {:>5}", "of these, ended in #GP", r.faults);
     let per_msr = dispatcher.route_msr_stats();
     if !per_msr.is_empty() {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "{:<40}  {:>5}  {:>6}",
-            "MSR (exits no handler took)", "reads", "writes"
+            "MSR (exits no handler took)",
+            "reads",
+            "writes"
         );
         for m in &per_msr {
             let label = match m.name {
                 Some(n) => format!("{:#x} ({n})", m.index),
                 None => format!("{:#x}", m.index),
             };
-            println!("{label:<40}  {:>5}  {:>6}", m.reads, m.writes);
+            outln!("{label:<40}  {:>5}  {:>6}", m.reads, m.writes);
         }
     }
     let routed: u64 = per_msr.iter().map(|m| m.reads + m.writes).sum();
@@ -522,13 +539,13 @@ pub fn demo(policy: Option<&str>, ignore_unknown: bool) -> Result<(), Failure> {
         ));
     }
 
-    println!();
+    outln!();
     if mismatches.is_empty() {
-        println!("demo ok: all {} accesses ended as expected", STEPS.len());
+        outln!("demo ok: all {} accesses ended as expected", STEPS.len());
         return Ok(());
     }
     for m in &mismatches {
-        println!("mismatch: {m}");
+        outln!("mismatch: {m}");
     }
     Err(Failure::new(format!(
         "demo: {} of the outcomes and counters differ from what the demo expects",

@@ -2,6 +2,7 @@
 
 use msr_filter_core::{diff as policy_diff, names, Change};
 
+use crate::report::outln;
 use crate::{plural, Failure, Loaded, ENVIRONMENT, FAILURE};
 
 /// Exit status 2 for `diff`: a bad policy (1 means "changed").
@@ -25,10 +26,10 @@ pub fn diff(old_path: &str, new_path: &str) -> Result<(), Failure> {
     let new = load(new_path)?;
     let mut count = 0usize;
     for change in policy_diff(old.view(), new.view()) {
-        println!("{}", describe(&change));
+        outln!("{}", describe(&change));
         count += 1;
     }
-    println!("{}", plural(count, "change"));
+    outln!("{}", plural(count, "change"));
     if count == 0 {
         Ok(())
     } else {

@@ -1,6 +1,7 @@
 //! Loading what commands work on: policy text (with where each rule came from) and input files.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use msr_filter_core::{
     policy_text, statements, Action, PackError, Packed, PolicyView, Rule, Statement,
@@ -159,16 +160,38 @@ impl Loaded {
 
 /// Reads `path` (`-`: standard input): the name to report it by (`<stdin>` for `-`) and its
 /// bytes.
+/// The default input limit: 4 MiB (a policy of about 100,000 rules).
+pub(crate) const DEFAULT_MAX_INPUT: u64 = 4 << 20;
+
+/// The input limit in force (`--max-input-bytes`).
+static MAX_INPUT: AtomicU64 = AtomicU64::new(DEFAULT_MAX_INPUT);
+
+/// Sets the input limit for every later [`read_input`].
+pub(crate) fn set_max_input(bytes: u64) {
+    MAX_INPUT.store(bytes, Relaxed);
+}
+
+/// Reads `path` (`-`: standard input): the name to report it by (`<stdin>` for `-`) and its
+/// bytes. Reads at most the input limit plus one byte (so `/dev/zero` or an endless pipe ends
+/// with an error, not with the host's memory), and refuses input past the limit.
 pub(crate) fn read_input(path: &str) -> Result<(String, Vec<u8>), Failure> {
-    if path == "-" {
-        let mut bytes = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .map_err(|e| Failure::new(format!("cannot read standard input: {e}")))?;
-        Ok(("<stdin>".to_string(), bytes))
+    let limit = MAX_INPUT.load(Relaxed);
+    let (name, reader): (String, Box<dyn Read>) = if path == "-" {
+        ("<stdin>".to_string(), Box::new(std::io::stdin()))
     } else {
-        let bytes =
-            std::fs::read(path).map_err(|e| Failure::new(format!("cannot read {path}: {e}")))?;
-        Ok((path.to_string(), bytes))
+        let file = std::fs::File::open(path)
+            .map_err(|e| Failure::new(format!("cannot read {path}: {e}")))?;
+        (path.to_string(), Box::new(file))
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::new(format!("cannot read {name}: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::new(format!(
+            "{name} is larger than the input limit of {limit} bytes; raise it with --max-input-bytes"
+        )));
     }
+    Ok((name, bytes))
 }

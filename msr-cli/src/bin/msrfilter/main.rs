@@ -27,6 +27,7 @@ pub(crate) use report::{insn, msr_label, plural, print_json, Failure, ENVIRONMEN
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    load::set_max_input(cli.max_input_bytes);
     let result = match cli.command {
         Command::Check { file, raw, format } => check::check(&file, raw, format),
         Command::Explain {
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
             ..
         } => demo::demo(policy.as_deref(), ignore_msrs),
     };
-    match result {
+    // Output that could not be written is a failure too (unless a reader closed the pipe).
+    let output = report::finish_output();
+    match result.and(output) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             failure.report();

@@ -5,6 +5,7 @@ use std::path::Path;
 use msr_filter_cli::emit;
 use msr_filter_cli::json::to_json;
 
+use crate::report::out;
 use crate::{print_json, Emit, Failure, Loaded};
 
 /// `msrfilter pack POLICY --emit json|c|rust [--name NAME]`.
@@ -14,8 +15,8 @@ pub fn pack(path: &str, what: Emit, name: Option<&str>) -> Result<(), Failure> {
     let name = name.map_or_else(|| default_name(path), str::to_string);
     match what {
         Emit::Json => print_json(&to_json(&filter)),
-        Emit::C => print!("{}", emit::c_header(&filter, &name, &loaded.text)),
-        Emit::Rust => print!("{}", emit::rust_consts(&filter, &name, &loaded.text)),
+        Emit::C => out!("{}", emit::c_header(&filter, &name, &loaded.text)),
+        Emit::Rust => out!("{}", emit::rust_consts(&filter, &name, &loaded.text)),
     }
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! share (MSR labels, instruction names, plurals).
 
 use std::fmt;
+use std::io::{self, Write};
+use std::sync::Mutex;
 
 use msr_filter_core::{names, AccessType};
 use msr_filter_kvm::guest::HarnessError;
@@ -65,11 +67,13 @@ impl Failure {
         if self.message.is_empty() {
             return;
         }
-        if self.located {
-            eprintln!("{}", self.message);
+        // Standard error that cannot be written (`2>/dev/full`) leaves only the exit status.
+        let mut err = io::stderr().lock();
+        let _ = if self.located {
+            writeln!(err, "{}", self.message)
         } else {
-            eprintln!("msrfilter: {}", self.message);
-        }
+            writeln!(err, "msrfilter: {}", self.message)
+        };
     }
 }
 
@@ -92,7 +96,7 @@ impl From<KvmError> for Failure {
 
 /// Prints a JSON document on standard output, pretty.
 pub(crate) fn print_json(value: &serde_json::Value) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("a serde_json::Value always serializes")
     );
@@ -119,3 +123,88 @@ pub(crate) fn plural(n: usize, noun: &str) -> String {
         format!("{n} {noun}s")
     }
 }
+
+/// The first error writing standard output; later writes are skipped.
+static OUTPUT_ERROR: Mutex<Option<io::Error>> = Mutex::new(None);
+
+/// Writes to standard output for [`out!`] and [`outln!`]: never panics (`println!` does on a
+/// closed pipe or a full disk); the first error is kept for [`finish_output`].
+pub(crate) fn write_out(args: fmt::Arguments<'_>, newline: bool) {
+    let mut error = OUTPUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+    if error.is_some() {
+        return;
+    }
+    let mut out = io::stdout().lock();
+    let written = out.write_fmt(args).and_then(|()| {
+        if newline {
+            out.write_all(b"\n")
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(e) = written {
+        *error = Some(e);
+    }
+}
+
+/// Flushes standard output and says how writing it went: `Ok` also for a closed pipe (a reader
+/// such as `head` that stopped reading ends the command quietly), `Err` naming the output for
+/// any other failure (a full disk, a closed descriptor).
+pub(crate) fn finish_output() -> Result<(), Failure> {
+    if stdout_was_closed() {
+        return Err(Failure::new(
+            "cannot write to standard output: it was closed when msrfilter started",
+        ));
+    }
+    let mut error = OUTPUT_ERROR.lock().unwrap_or_else(|e| e.into_inner());
+    if error.is_none() {
+        if let Err(e) = io::stdout().lock().flush() {
+            *error = Some(e);
+        }
+    }
+    match error.take() {
+        None => Ok(()),
+        Some(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Some(e) => Err(Failure::new(format!(
+            "cannot write to standard output: {e}"
+        ))),
+    }
+}
+
+/// Whether the program started with standard output closed (`>&-`). Rust's runtime then
+/// opens `/dev/null` read-write in its place, so writes succeed and vanish; a shell redirection
+/// to `/dev/null` opens it write-only. Linux only (`/proc/self/fdinfo`); elsewhere false.
+fn stdout_was_closed() -> bool {
+    let Ok(target) = std::fs::read_link("/proc/self/fd/1") else {
+        return false;
+    };
+    if target != std::path::Path::new("/dev/null") {
+        return false;
+    }
+    let Ok(info) = std::fs::read_to_string("/proc/self/fdinfo/1") else {
+        return false;
+    };
+    info.lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+        .is_some_and(|flags| flags & 0o3 == 0o2) // O_RDWR
+}
+
+/// `print!` that never panics: see [`write_out`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::report::write_out(format_args!($($arg)*), false)
+    };
+}
+
+/// `println!` that never panics: see [`write_out`].
+macro_rules! outln {
+    () => {
+        $crate::report::write_out(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::report::write_out(format_args!($($arg)*), true)
+    };
+}
+
+pub(crate) use {out, outln};

@@ -17,6 +17,7 @@ use msr_filter_kvm::guest::{GuestResult, GuestVcpu, GuestVm, MsrAccess};
 use msr_filter_kvm::handlers::{Constant, Shadow};
 use msr_filter_kvm::{Dispatcher, LiveDispatcher, MsrInterception};
 
+use crate::report::outln;
 use crate::{msr_label, Failure};
 
 const SYSENTER_CS: u32 = 0x174;
@@ -98,17 +99,17 @@ pub(crate) fn demo_swap() -> Result<(), Failure> {
     let shared = Arc::new(Shadow::new(2, SHARED_VALUE));
     let msrs = MsrInterception::new(g.kvm(), g.shared_vm(), MsrExitReason::empty())?;
     let live = LiveDispatcher::new(msrs, 2, table(0xa, &shared)?)?;
-    println!(
+    outln!(
         "table A: handlers for rdmsr {} (returns 0xa_...) and {} (shared shadow register)",
         msr_label(SYSENTER_CS),
         msr_label(SHARED)
     );
-    println!(
+    outln!(
         "table B: handlers for rdmsr {} (returns 0xb_...) and {} (the same register)",
         msr_label(SYSENTER_ESP),
         msr_label(SHARED)
     );
-    println!("2 vCPU threads read the three MSRs in loops of 100; the main thread replaces A and B {REPLACEMENTS} times.");
+    outln!("2 vCPU threads read the three MSRs in loops of 100; the main thread replaces A and B {REPLACEMENTS} times.");
     let stop = AtomicBool::new(false);
     let rows: [Row; 3] = Default::default();
     let mut most_retired = 0;
@@ -139,10 +140,17 @@ pub(crate) fn demo_swap() -> Result<(), Failure> {
         replaced
     });
     result?;
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{:<28} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>5}",
-        "rdmsr", "reads", "in kernel", "table A", "table B", "shared", "misrouted", "#GP"
+        "rdmsr",
+        "reads",
+        "in kernel",
+        "table A",
+        "table B",
+        "shared",
+        "misrouted",
+        "#GP"
     );
     let mut bad = 0;
     for (msr, row) in MSRS.iter().zip(&rows) {
@@ -150,7 +158,7 @@ pub(crate) fn demo_swap() -> Result<(), Failure> {
         let exits =
             get(&row.by_a) + get(&row.by_b) + get(&row.shared) + get(&row.misrouted) + get(&row.gp);
         bad += get(&row.misrouted) + get(&row.gp);
-        println!(
+        outln!(
             "{:<28} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10} {:>5}",
             msr_label(*msr),
             get(&row.reads),
@@ -163,12 +171,12 @@ pub(crate) fn demo_swap() -> Result<(), Failure> {
         );
     }
     let left = live.reclaim();
-    println!();
-    println!(
+    outln!();
+    outln!(
         "{REPLACEMENTS} replacements (generation {}); at most {most_retired} retired tables waited for a vCPU's quiescent point; {left} left after both vCPUs stopped",
         live.generation()
     );
-    println!(
+    outln!(
         "shared register after the replacements: {:#x} on both vCPUs",
         shared.value(0).unwrap_or(0)
     );
@@ -177,6 +185,6 @@ pub(crate) fn demo_swap() -> Result<(), Failure> {
             "demo --swap: an exit was mis-routed or a guest got #GP",
         ));
     }
-    println!("demo --swap ok: no exit lost or mis-routed, no #GP");
+    outln!("demo --swap ok: no exit lost or mis-routed, no #GP");
     Ok(())
 }

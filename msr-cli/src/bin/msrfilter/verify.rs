@@ -8,6 +8,7 @@ use msr_filter_core::{abi, AccessType, Action, Filter, Rule};
 use msr_filter_kvm::guest::{GuestResult, GuestVm, HarnessError, MsrAccess, Outcome};
 use msr_filter_kvm::MsrInterception;
 
+use crate::report::outln;
 use crate::{insn, msr_label, plural, Failure, Loaded};
 
 /// MSRs probed whatever the policy: the bottom, both sides of the x2APIC block, the top.
@@ -76,7 +77,7 @@ pub fn verify(path: &str, verbose: bool) -> Result<(), Failure> {
     let filter = &packed.filter;
     let probes = probe_points(&loaded.rules);
     let (mut vm, mut _msrs) = guest_with_filter(filter, MsrExitReason::empty())?;
-    println!(
+    outln!(
         "{}: installed a filter with default {}, {}; probing {} for rdmsr and wrmsr",
         loaded.name,
         filter.default_action(),
@@ -106,7 +107,7 @@ pub fn verify(path: &str, verbose: bool) -> Result<(), Failure> {
                     if ok {
                         agree += 1;
                         if verbose {
-                            println!("{line}");
+                            outln!("{line}");
                         }
                         None
                     } else {
@@ -124,13 +125,13 @@ pub fn verify(path: &str, verbose: bool) -> Result<(), Failure> {
             };
             if let Some(line) = line {
                 if verbose {
-                    println!("{line}");
+                    outln!("{line}");
                 }
                 disagreements.push(line);
             }
         }
     }
-    println!(
+    outln!(
         "{total} probes, {agree} agree, {} disagree",
         disagreements.len()
     );
@@ -138,7 +139,7 @@ pub fn verify(path: &str, verbose: bool) -> Result<(), Failure> {
         return Ok(());
     }
     for line in &disagreements {
-        println!("disagreement: {line}");
+        outln!("disagreement: {line}");
     }
     Err(Failure::new(format!(
         "{}: the kernel, the filter model and the policy disagree on {} of {total} probes",
