@@ -23,9 +23,33 @@ fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
+/// The policy text as comment lines that compile cleanly whatever the policy's own comments
+/// hold: no `*/` that would end a C comment, no `/*` (`-Wcomment`), no `??` that could start a
+/// trigraph (`??/` splices lines under `-std=c11`, `-Wtrigraphs`), no line-ending backslash, and
+/// control characters escaped (a NUL or an escape sequence in a source file is an error or a
+/// warning).
 fn comment_lines(text: &str, prefix: &str) -> String {
     text.lines()
-        .map(|l| format!("{prefix}{}\n", l.replace("*/", "* /")))
+        .map(|l| {
+            let mut safe = String::with_capacity(l.len());
+            for c in l.chars() {
+                if c.is_control() {
+                    safe.extend(c.escape_debug());
+                } else {
+                    safe.push(c);
+                }
+            }
+            while safe.contains("*/") || safe.contains("/*") || safe.contains("??") {
+                safe = safe
+                    .replace("*/", "* /")
+                    .replace("/*", "/ *")
+                    .replace("??", "? ?");
+            }
+            if safe.ends_with('\\') {
+                safe.push(' ');
+            }
+            format!("{prefix}{safe}\n")
+        })
         .collect()
 }
 

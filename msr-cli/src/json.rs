@@ -11,7 +11,7 @@
 
 use std::fmt;
 
-use msr_filter_core::{abi, Access, Action, Filter, InvalidFilter, RawFilter, RawRange};
+use msr_filter_core::{abi, Access, Action, Filter, InvalidFilter, Quoted, RawFilter, RawRange};
 use serde_json::{json, Map, Value};
 
 use msr_filter_kvm::convert::bitmap_bytes;
@@ -158,7 +158,9 @@ impl RawFilterJson {
     /// naming the range and the field; anything else (invalid flags, too many MSRs, DENY without
     /// ranges) is kept for [`filter`](Self::filter) to judge as the kernel would.
     pub fn parse(text: &str) -> Result<RawFilterJson, JsonError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| JsonError::Syntax(e.to_string()))?;
+        let v = serde_json::from_str::<Unique>(text)
+            .map_err(|e| JsonError::Syntax(e.to_string()))?
+            .0;
         let obj = v
             .as_object()
             .ok_or(JsonError::Shape("the top level must be an object"))?;
@@ -167,7 +169,7 @@ impl RawFilterJson {
                 return Err(field_err(
                     None,
                     "(unknown)",
-                    format!("unexpected field `{key}`"),
+                    format!("unexpected field `{}`", Quoted(key)),
                 ));
             }
         }
@@ -202,7 +204,7 @@ impl RawFilterJson {
                     return Err(field_err(
                         at,
                         "(unknown)",
-                        format!("unexpected field `{key}`"),
+                        format!("unexpected field `{}`", Quoted(key)),
                     ));
                 }
             }
@@ -239,8 +241,10 @@ impl RawFilterJson {
                 .as_str()
                 .ok_or_else(|| field_err(at, "bitmap", "must be a hex string"))?;
             let bitmap = unhex(hex).map_err(|p| field_err(at, "bitmap", p))?;
-            let want = abi::bitmap_bytes(nmsrs).min(abi::MAX_BITMAP_BYTES);
-            if nmsrs > 0 && bitmap.len() != want {
+            let want = abi::bitmap_bytes(nmsrs);
+            // A range the kernel refuses before reading its bitmap (too many MSRs) is left to
+            // the kernel's verdict, in the kernel's order.
+            if nmsrs > 0 && nmsrs <= abi::MAX_NMSRS && bitmap.len() != want {
                 return Err(field_err(
                     at,
                     "bitmap",
@@ -283,25 +287,88 @@ impl RawFilterJson {
 }
 
 fn unhex(s: &str) -> Result<Vec<u8>, String> {
+    // Hex digits only: `u8::from_str_radix` alone would take "+f".
+    if let Some((i, c)) = s.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "`{}` at offset {i} is not a hex digit (the bitmap is hex digits only, two per byte)",
+            Quoted(&c.to_string())
+        ));
+    }
     if !s.len().is_multiple_of(2) {
         return Err(format!(
             "{} hex digits: not a whole number of bytes",
             s.len()
         ));
     }
-    (0..s.len())
+    Ok((0..s.len())
         .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|d| u8::from_str_radix(d, 16).ok())
-                .ok_or_else(|| {
-                    format!(
-                        "`{}` at offset {i} is not hex",
-                        s.get(i..i + 2).unwrap_or("?")
-                    )
-                })
-        })
-        .collect()
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("checked hex digits"))
+        .collect())
+}
+
+/// A JSON value read with every object's keys checked for duplicates (`serde_json::Value`
+/// keeps the last of two equal keys silently).
+struct Unique(Value);
+
+impl<'de> serde::Deserialize<'de> for Unique {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Unique, D::Error> {
+        d.deserialize_any(UniqueVisitor)
+    }
+}
+
+struct UniqueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
+    type Value = Unique;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Unique, E> {
+        Ok(Unique(Value::Bool(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Unique, E> {
+        Ok(Unique(Value::from(v)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Unique, E> {
+        Ok(Unique(Value::from(v)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Unique, E> {
+        Ok(Unique(Value::from(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Unique, E> {
+        Ok(Unique(Value::String(v.to_string())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Unique, E> {
+        Ok(Unique(Value::String(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Unique, E> {
+        Ok(Unique(Value::Null))
+    }
+    fn visit_none<E>(self) -> Result<Unique, E> {
+        Ok(Unique(Value::Null))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Unique, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Unique(item)) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Unique(Value::Array(items)))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Unique, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key `{}` appears twice in one object",
+                    Quoted(&key)
+                )));
+            }
+            let Unique(value) = map.next_value()?;
+            object.insert(key, value);
+        }
+        Ok(Unique(Value::Object(object)))
+    }
 }
 
 /// The JSON of one decision, for `explain --format json`.
@@ -363,6 +430,41 @@ mod tests {
     }
 
     #[test]
+    fn strict_hex_duplicate_keys_and_the_kernels_order() {
+        let e = RawFilterJson::parse(
+            r#"{"default": 0, "ranges": [{"flags": 1, "base": 1, "nmsrs": 1, "bitmap": "+f+f+f+f+f+f+f+f"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("field `bitmap`: `+` at offset 0 is not a hex digit"),
+            "{e}"
+        );
+        let e = RawFilterJson::parse(
+            r#"{"default": 0, "ranges": [{"flags": 1, "base": 1, "nmsrs": 1, "nmsrs": 2, "bitmap": "0000000000000000"}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the key `nmsrs` appears twice"), "{e}");
+        // nmsrs 0x3001 with the 0x608 bytes its formula gives: the kernel refuses the size
+        // (EINVAL) before it reads any bitmap, and so does the verdict.
+        let text = format!(
+            r#"{{"default": 0, "ranges": [{{"flags": 1, "base": 0, "nmsrs": 12289, "bitmap": "{}"}}]}}"#,
+            "00".repeat(0x608)
+        );
+        let raw = RawFilterJson::parse(&text).unwrap();
+        assert!(matches!(
+            raw.filter(),
+            Err(InvalidFilter::RangeTooLarge { .. })
+        ));
+        // Keys with control characters are shown escaped.
+        let e = RawFilterJson::parse("{\"default\": 0, \"ranges\": [], \"x\\u001b[2J\": 1}")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\u{1b}') && e.contains("x\\u{1b}[2J"), "{e:?}");
+    }
+
+    #[test]
     fn errors_name_range_and_field() {
         let cases = [
             (r#"{"default": "maybe", "ranges": []}"#, "field `default`"),
@@ -372,7 +474,7 @@ mod tests {
             ),
             (
                 r#"{"default": 0, "ranges": [{"flags": 1, "base": 1, "nmsrs": 1, "bitmap": "zz00000000000000"}]}"#,
-                "range 0, field `bitmap`: `zz`",
+                "range 0, field `bitmap`: `z` at offset 0 is not a hex digit",
             ),
             (
                 r#"{"default": 0, "ranges": [{"flags": ["exec"], "base": 1, "nmsrs": 1, "bitmap": ""}]}"#,

@@ -107,3 +107,50 @@ fn generated_header_compiles_and_installs_on_the_real_kernel() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Whatever a policy's comments hold (`/*`, `*/`, trigraphs such as `??/`, a line-ending
+/// backslash, a NUL, an escape sequence), the generated header compiles cleanly.
+#[test]
+fn hostile_policy_comments_still_compile() {
+    let policy_text = "default allow\n\
+        deny w 0x48 # /* a nested comment opener\n\
+        deny w 0x49 # ends */ early ??/\n\
+        # ??= ??( ??) ??' ??< ??! ??> ??- and a backslash at the end \\\n\
+        # a NUL \0 and an escape \u{1b}[2J and a bell \u{7}\n";
+    let policy: Policy<16> = Policy::parse(policy_text).unwrap();
+    let filter = policy.pack().unwrap().filter;
+    let dir = scratch().join("hostile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let header = c_header(&filter, "hostile", policy_text);
+    assert!(!header.contains('\0') && !header.contains('\u{1b}'));
+    std::fs::write(dir.join("msrfilter_hostile.h"), &header).unwrap();
+    std::fs::write(
+        dir.join("main.c"),
+        "#include \"msrfilter_hostile.h\"\nint main(void)\n{\n    struct kvm_msr_filter f;\n    hostile_fill(&f);\n    return f.ranges[0].nmsrs == 0;\n}\n",
+    )
+    .unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-Wtrigraphs",
+            "-Wcomment",
+        ])
+        .arg(dir.join("main.c"))
+        .arg("-o")
+        .arg(dir.join("main"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{header}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = Command::new(dir.join("main")).status().unwrap();
+    assert!(run.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -53,7 +53,7 @@ pub use filter::{
 };
 pub use pack::{PackError, Packed};
 pub use parse::{
-    parse_msr, parse_number, policy_text, statements, MsrText, ParseError, ParseErrorKind, Span,
-    Statement, Statements,
+    parse_msr, parse_number, policy_text, statements, MsrText, ParseError, ParseErrorKind, Quoted,
+    Span, Statement, Statements,
 };
 pub use policy::{Policy, PolicyError, PolicyView, Rule};

@@ -16,8 +16,9 @@ use core::fmt;
 use crate::policy::{Policy, Rule};
 use crate::{names, Access, Action};
 
-/// Longest prefix of an offending token an error keeps.
-const TOKEN_CAPACITY: usize = 40;
+/// Longest prefix (in bytes) of an offending token an error keeps: more than
+/// [`Quoted`] shows, so that a cut token still ends in `…` when quoted.
+const TOKEN_CAPACITY: usize = 48;
 
 /// What is wrong at a place in policy text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +51,11 @@ pub enum ParseErrorKind {
         first: u32,
         /// The last MSR.
         last: u32,
+    },
+    /// `first-last` or `base+count` with a side missing (`-1`, `+16`, `-`).
+    IncompleteRange {
+        /// The separator: `-` or `+`.
+        separator: char,
     },
     /// `base+0`.
     ZeroCount,
@@ -124,7 +130,7 @@ struct Message<'a>(&'a ParseError);
 
 impl fmt::Display for Message<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = self.0.token();
+        let t = Quoted(self.0.token());
         match self.0.kind {
             ParseErrorKind::NotUtf8 => write!(f, "the policy is not valid UTF-8"),
             ParseErrorKind::ExpectedAction => {
@@ -157,6 +163,14 @@ impl fmt::Display for Message<'_> {
                 f,
                 "the range `{t}` starts at {first:#x}, after its last MSR {last:#x}"
             ),
+            ParseErrorKind::IncompleteRange { separator: '+' } => write!(
+                f,
+                "`{t}` is not a range: `base+count` needs an MSR before `+` and a count after it"
+            ),
+            ParseErrorKind::IncompleteRange { .. } => write!(
+                f,
+                "`{t}` is not a range: `first-last` needs an MSR on each side of `-`"
+            ),
             ParseErrorKind::ZeroCount => write!(f, "the range `{t}` covers no MSR (count 0)"),
             ParseErrorKind::PastEnd { base, count } => write!(
                 f,
@@ -184,6 +198,39 @@ impl fmt::Display for ParseError {
 }
 
 impl core::error::Error for ParseError {}
+
+/// Text from the input as a message shows it: control characters escaped (`\u{1b}`, `\0`,
+/// `\t`), and cut after 40 characters with `…`, so that no message echoes a terminal escape
+/// sequence or a megabyte line. Every message that quotes input uses it (hosts too).
+///
+/// ```
+/// use msr_filter_core::Quoted;
+/// assert_eq!(Quoted("ok").to_string(), "ok");
+/// assert_eq!(Quoted("a\u{1b}[2Jb\0").to_string(), "a\\u{1b}[2Jb\\0");
+/// assert_eq!(Quoted(&"x".repeat(100)).to_string(), format!("{}…", "x".repeat(40)));
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write as _;
+        for (i, c) in self.0.chars().enumerate() {
+            if i == QUOTE_CHARS {
+                return f.write_char('…');
+            }
+            if c.is_control() {
+                write!(f, "{}", c.escape_debug())?;
+            } else {
+                f.write_char(c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Characters of input a message quotes before cutting it.
+const QUOTE_CHARS: usize = 40;
 
 /// Whitespace-separated tokens of one line, with their 1-based character columns.
 struct Tokens<'a> {
@@ -281,6 +328,18 @@ fn parse_item(s: &str, line: u32, column: u32) -> Result<u32, ParseError> {
 /// A rule's target: `ITEM`, `ITEM-ITEM`, `ITEM+COUNT` or a group name, as an inclusive range.
 fn parse_target(s: &str, line: u32, column: u32) -> Result<(u32, u32), ParseError> {
     let sub_column = |prefix: &str| column.saturating_add(count_chars(prefix));
+    for separator in ['-', '+'] {
+        if let Some((a, b)) = s.split_once(separator) {
+            if a.is_empty() || b.is_empty() {
+                return Err(ParseError::new(
+                    line,
+                    column,
+                    ParseErrorKind::IncompleteRange { separator },
+                    s,
+                ));
+            }
+        }
+    }
     if let Some((a, b)) = s.split_once('-') {
         let first = parse_item(a, line, column)?;
         let last = parse_item(b, line, sub_column(&s[..=a.len()]))?;
@@ -601,7 +660,7 @@ mod tests {
 
     #[test]
     fn errors_name_line_column_and_token() {
-        let cases: [(&str, u32, u32, &str, ParseErrorKind); 14] = [
+        let cases: [(&str, u32, u32, &str, ParseErrorKind); 18] = [
             (
                 "default maybe",
                 1,
@@ -624,6 +683,34 @@ mod tests {
                 ParseErrorKind::DuplicateDefault { first_line: 1 },
             ),
             ("deny r 1", 1, 1, "", ParseErrorKind::MissingDefault),
+            (
+                "default deny\ndeny rw -1",
+                2,
+                9,
+                "-1",
+                ParseErrorKind::IncompleteRange { separator: '-' },
+            ),
+            (
+                "default deny\ndeny rw +16",
+                2,
+                9,
+                "+16",
+                ParseErrorKind::IncompleteRange { separator: '+' },
+            ),
+            (
+                "default deny\ndeny rw -",
+                2,
+                9,
+                "-",
+                ParseErrorKind::IncompleteRange { separator: '-' },
+            ),
+            (
+                "default deny\ndeny rw 0x10-",
+                2,
+                9,
+                "0x10-",
+                ParseErrorKind::IncompleteRange { separator: '-' },
+            ),
             (
                 "default deny\n  deny rx 1",
                 2,
@@ -748,6 +835,29 @@ mod tests {
             }
             p
         })
+    }
+
+    #[test]
+    fn messages_quote_input_safely() {
+        let e = Policy::<4>::parse("default deny\ndeny rw -1").unwrap_err();
+        assert_eq!(
+            std::format!("{}", e.message()),
+            "`-1` is not a range: `first-last` needs an MSR on each side of `-`"
+        );
+        let e = Policy::<4>::parse("default deny\ndeny rw +16").unwrap_err();
+        assert!(std::format!("{}", e.message()).starts_with("`+16` is not a range"));
+        // An escape sequence and a NUL in a token are shown escaped, never raw.
+        let e = Policy::<4>::parse("default deny\ndeny rw \u{1b}[2J\0x").unwrap_err();
+        let shown = std::format!("{}", e.message());
+        assert!(
+            !shown.contains('\u{1b}') && !shown.contains('\0'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\u{1b}[2J\\0x"), "{shown:?}");
+        // A long token is cut.
+        let long = std::format!("default deny\ndeny rw {}", "Z".repeat(5000));
+        let shown = std::format!("{}", Policy::<4>::parse(&long).unwrap_err().message());
+        assert!(shown.len() < 200 && shown.contains('…'), "{shown}");
     }
 
     #[test]
