@@ -65,12 +65,6 @@ pub unsafe extern "C" fn msr_filter_vm_new(
         let vm_out = arg_mut!(vm_out);
         *vm_out = std::ptr::null_mut();
         let extra = exit_reasons_from_c(extra_exit_reasons)?;
-        let kvm = Kvm::new().map_err(|e| {
-            Failure::new(
-                msr_filter_status::KvmError,
-                format_args!("cannot open /dev/kvm to check capabilities: {e}"),
-            )
-        })?;
         // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor and touches nothing else; an invalid
         // `vm_fd` only makes it fail with EBADF.
         let fd: RawFd = unsafe { libc::fcntl(vm_fd, libc::F_DUPFD_CLOEXEC, 0) };
@@ -83,6 +77,17 @@ pub unsafe extern "C" fn msr_filter_vm_new(
                 ),
             ));
         }
+        let kvm = match Kvm::new() {
+            Ok(kvm) => kvm,
+            Err(e) => {
+                // SAFETY: the duplicate is ours and not yet owned by anything: close it.
+                unsafe { libc::close(fd) };
+                return Err(Failure::new(
+                    msr_filter_status::KvmError,
+                    format_args!("cannot open /dev/kvm to check capabilities: {e}"),
+                ));
+            }
+        };
         // SAFETY: `fd` is a fresh duplicate that nothing else uses; on success the `VmFd` owns
         // and closes it.
         let vm = match unsafe { kvm.create_vmfd_from_rawfd(fd) } {
