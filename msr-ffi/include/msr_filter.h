@@ -649,7 +649,8 @@ msr_filter_status msr_filter_dispatcher_dispatch_run(const struct msr_filter_dis
 /**
  * Completes an MSR exit given in its parts, for VMMs with exit handling of their own (QEMU's
  * shape): `is_write` (`KVM_EXIT_X86_WRMSR`), and the `reason`, `index`, `data` and `error`
- * fields of `kvm_run`'s `msr` member, as pointers into it. `*error` is set to 1 before
+ * fields of `kvm_run`'s `msr` member, as pointers into it (`data` is `unsigned long long *`,
+ * the kernel's `__u64`, so that `&run->msr.data` passes without a cast). `*error` is set to 1 before
  * anything else (even when another argument is NULL), then to 0 only when a callback or route
  * succeeds; for a read `*data` is the value read. `outcome_out` may be NULL.
  *
@@ -660,7 +661,7 @@ msr_filter_status msr_filter_dispatcher_dispatch_run(const struct msr_filter_dis
  * `dispatcher` must be a live dispatcher from this library; `data` and `error` writable and not
  * used by another thread during the call; `outcome_out` NULL or writable.
  */
-msr_filter_status msr_filter_dispatcher_dispatch_msr(const struct msr_filter_dispatcher *dispatcher, uint32_t vcpu, bool is_write, uint32_t reason, uint32_t index, uint64_t *data, uint8_t *error, msr_filter_outcome *outcome_out);
+msr_filter_status msr_filter_dispatcher_dispatch_msr(const struct msr_filter_dispatcher *dispatcher, uint32_t vcpu, bool is_write, uint32_t reason, uint32_t index, unsigned long long *data, uint8_t *error, msr_filter_outcome *outcome_out);
 
 /**
  * `*count_out` = the number of callback registrations.

@@ -1,6 +1,6 @@
 //! Dispatching MSR exits to C callbacks, through `msr_filter_kvm::Dispatcher`.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::{c_int, c_ulonglong, c_void};
 use std::sync::Arc;
 
 use kvm_ioctls::MsrExitReason;
@@ -31,6 +31,7 @@ pub type msr_filter_write_cb =
     Option<unsafe extern "C" fn(opaque: *mut c_void, vcpu: u32, index: u32, value: u64) -> c_int>;
 
 /// A C callback pair as a handler.
+#[derive(Debug)]
 struct CHandler {
     read: msr_filter_read_cb,
     write: msr_filter_write_cb,
@@ -77,6 +78,7 @@ impl MsrHandler for CHandler {
     }
 }
 
+#[derive(Debug)]
 struct Registration {
     first: u32,
     last: u32,
@@ -90,6 +92,7 @@ struct Registration {
 /// number of times.
 ///
 /// Not thread-safe for changes: no other thread may use a builder being changed.
+#[derive(Debug)]
 pub struct msr_filter_dispatcher_builder {
     default: Action,
     rules: Vec<Rule>,
@@ -345,6 +348,7 @@ pub unsafe extern "C" fn msr_filter_dispatcher_builder_free(
 /// #GP unless routed otherwise. Share one dispatcher between all vCPU threads: dispatching takes
 /// no lock and allocates nothing, and statistics are lock-free counters. Freed by
 /// `msr_filter_dispatcher_free` once no thread dispatches any more.
+#[derive(Debug)]
 pub struct msr_filter_dispatcher {
     pub(crate) inner: Dispatcher,
 }
@@ -474,7 +478,8 @@ pub unsafe extern "C" fn msr_filter_dispatcher_dispatch_run(
 
 /// Completes an MSR exit given in its parts, for VMMs with exit handling of their own (QEMU's
 /// shape): `is_write` (`KVM_EXIT_X86_WRMSR`), and the `reason`, `index`, `data` and `error`
-/// fields of `kvm_run`'s `msr` member, as pointers into it. `*error` is set to 1 before
+/// fields of `kvm_run`'s `msr` member, as pointers into it (`data` is `unsigned long long *`,
+/// the kernel's `__u64`, so that `&run->msr.data` passes without a cast). `*error` is set to 1 before
 /// anything else (even when another argument is NULL), then to 0 only when a callback or route
 /// succeeds; for a read `*data` is the value read. `outcome_out` may be NULL.
 ///
@@ -491,7 +496,7 @@ pub unsafe extern "C" fn msr_filter_dispatcher_dispatch_msr(
     is_write: bool,
     reason: u32,
     index: u32,
-    data: *mut u64,
+    data: *mut c_ulonglong,
     error: *mut u8,
     outcome_out: *mut msr_filter_outcome,
 ) -> msr_filter_status {

@@ -106,6 +106,7 @@ impl From<&msr_filter_kvm_msr_filter> for kvm_msr_filter {
 ///
 /// Immutable: every function on a filter only reads it, so any number of threads may use one
 /// at once. Freed by `msr_filter_filter_free`.
+#[derive(Debug)]
 pub struct msr_filter_filter {
     pub(crate) filter: Filter,
     proven_minimal: bool,

@@ -26,6 +26,7 @@
 // The header's documentation is these doc comments; the # Safety sections say what C must
 // guarantee.
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 
 mod dispatch;
 mod error;

@@ -15,6 +15,7 @@ use crate::types::{access_from_c, access_type_from_c, action_from_c, msr_filter_
 /// Created by `msr_filter_policy_parse` or `msr_filter_policy_new`, freed by
 /// `msr_filter_policy_free`. Not thread-safe for changes: a policy being changed must not be
 /// used by another thread at the same time; reading functions may run concurrently.
+#[derive(Debug)]
 pub struct msr_filter_policy {
     pub(crate) default: Action,
     pub(crate) rules: Vec<Rule>,

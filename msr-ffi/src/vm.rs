@@ -22,6 +22,17 @@ pub struct msr_filter_vm {
     inner: MsrInterception<VmFd>,
 }
 
+impl std::fmt::Debug for msr_filter_vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::fd::AsRawFd;
+        f.debug_struct("msr_filter_vm")
+            .field("vm_fd", &self.inner.vm().as_raw_fd())
+            .field("exits", &self.inner.exit_reasons())
+            .field("filter_installed", &self.inner.filter_installed())
+            .finish()
+    }
+}
+
 fn kvm_failure(e: KvmError) -> Failure {
     let status = match e {
         KvmError::MissingCapability { .. } => msr_filter_status::MissingCapability,

@@ -1,6 +1,7 @@
 /* Dispatching MSR exits to C callbacks: registration errors, routes, both exit-completion
  * entry points (struct kvm_run and the exit's parts), failing closed, statistics, concurrency,
  * and every NULL. */
+#define _GNU_SOURCE
 #include <linux/kvm.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -125,7 +126,7 @@ static msr_filter_dispatcher *build(struct shadow *s) {
 }
 
 static msr_filter_outcome msr(const msr_filter_dispatcher *d, uint32_t vcpu, bool write, uint32_t reason,
-                              uint32_t index, uint64_t *data, uint8_t *error) {
+                              uint32_t index, unsigned long long *data, uint8_t *error) {
     msr_filter_outcome o = 99;
     CHECK_OK(msr_filter_dispatcher_dispatch_msr(d, vcpu, write, reason, index, data, error, &o));
     return o;
@@ -147,7 +148,8 @@ static void dispatching(msr_filter_dispatcher *d, struct shadow *s) {
     msr_filter_filter_free(f);
 
     const uint32_t FILTER = MSR_FILTER_EXIT_REASON_FILTER;
-    uint64_t data = 0xdead;
+    /* unsigned long long: the kernel's __u64, which the data pointer takes. */
+    unsigned long long data = 0xdead;
     uint8_t error = 0;
     CHECK(msr(d, 0, false, FILTER, 0x35, &data, &error) == MSR_FILTER_OUTCOME_COMPLETED);
     CHECK(data == THREAD_COUNT && error == 0);
@@ -241,7 +243,7 @@ struct worker {
 static void *vcpu_thread(void *arg) {
     struct worker *w = arg;
     for (uint64_t i = 1; i <= ROUNDS; i++) {
-        uint64_t data = i * 16 + w->vcpu;
+        unsigned long long data = i * 16 + w->vcpu;
         uint8_t error = 0;
         uint32_t index = SHADOW_FIRST + (uint32_t)(i % 16);
         if (msr_filter_dispatcher_dispatch_msr(w->d, w->vcpu, true, MSR_FILTER_EXIT_REASON_FILTER, index, &data,

@@ -1,5 +1,6 @@
 /* The VM path: msr_filter_vm_* on a VM fd the caller owns, with the ordering rule. Error paths
  * run everywhere; the real-kernel part needs /dev/kvm and prints SKIPPED without it. */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <linux/kvm.h>
 #include <sys/ioctl.h>

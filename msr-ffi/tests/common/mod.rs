@@ -82,7 +82,6 @@ pub fn build_static(exe: &Path, sources: &[&Path], extra: &[&str]) {
         "-Wextra".into(),
         "-Werror".into(),
         "-pedantic".into(),
-        "-D_GNU_SOURCE".into(),
         "-I".into(),
         include.display().to_string(),
     ];
