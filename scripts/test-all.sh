@@ -8,5 +8,9 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== packaged crates: cargo package, then each package's own tests"
+bash scripts/package-check.sh
+echo "== loom: the live-replacement protocol, model-checked (msr-kvm/tests/loom_swap.rs)"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p msr-filter-kvm --release --test loom_swap
 echo "== cargo test"
 cargo test --workspace

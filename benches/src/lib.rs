@@ -11,6 +11,8 @@
 //!
 //! The crate's tests check that every baseline decides exactly as the product on the benchmark
 //! inputs, so the benchmarks compare equal work.
+// Bench fixtures and baselines, never published: Debug would add nothing.
+#![allow(missing_debug_implementations)]
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

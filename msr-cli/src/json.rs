@@ -71,6 +71,7 @@ pub struct RawFilterJson {
 
 /// Why JSON does not describe a filter; names the range and the field.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JsonError {
     /// Not JSON at all.
     Syntax(String),

@@ -1122,3 +1122,25 @@ fn help_documents_the_new_commands() {
     let run = msrfilter(&["--help"]);
     assert!(run.stdout.contains("(diff)"), "{run:?}");
 }
+
+/// The tool keeps rules in a `Vec`: a policy of more rules than any fixed capacity is checked,
+/// and a rule past the 256th is named with its own line.
+#[test]
+fn check_takes_policies_of_any_size() {
+    let mut text = String::from("default allow\n");
+    for i in 0..600u32 {
+        text.push_str(&format!("deny w {:#x}\n", 0x4000_0000 + 2 * i));
+    }
+    let policy = TempPolicy::new("many-rules", &text);
+    let run = msrfilter(&["check", policy.path()]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("600 rules"), "{}", run.stdout);
+    let run = msrfilter(&["explain", policy.path(), "0x400004ae", "w"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("rule 599: deny w 0x400004ae (line 601)"),
+        "{}",
+        run.stdout
+    );
+}

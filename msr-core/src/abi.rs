@@ -26,6 +26,23 @@ pub const FILTER_VALID_MASK: u32 = DEFAULT_DENY;
 pub const X2APIC_FIRST: u32 = 0x800;
 /// Last x2APIC MSR.
 pub const X2APIC_LAST: u32 = 0x8ff;
+/// `KVM_MSR_EXIT_REASON_INVAL`: an allowed access KVM found invalid (exit-reason mask bit).
+pub const EXIT_REASON_INVAL: u32 = 1;
+/// `KVM_MSR_EXIT_REASON_UNKNOWN`: an allowed access to an MSR KVM does not know.
+pub const EXIT_REASON_UNKNOWN: u32 = 2;
+/// `KVM_MSR_EXIT_REASON_FILTER`: an access the filter denied.
+pub const EXIT_REASON_FILTER: u32 = 4;
+/// `KVM_MSR_EXIT_REASON_VALID_MASK`: the bits `KVM_ENABLE_CAP(KVM_CAP_X86_USER_SPACE_MSR)` takes.
+pub const EXIT_REASON_VALID_MASK: u32 =
+    EXIT_REASON_INVAL | EXIT_REASON_UNKNOWN | EXIT_REASON_FILTER;
+/// `KVM_EXIT_X86_RDMSR`: `kvm_run.exit_reason` of an `rdmsr` exit.
+pub const EXIT_X86_RDMSR: u32 = 29;
+/// `KVM_EXIT_X86_WRMSR`: `kvm_run.exit_reason` of a `wrmsr` exit.
+pub const EXIT_X86_WRMSR: u32 = 30;
+/// `KVM_CAP_X86_USER_SPACE_MSR`: the capability that enables MSR exits to user space.
+pub const CAP_X86_USER_SPACE_MSR: u32 = 188;
+/// `KVM_CAP_X86_MSR_FILTER`: the capability that says `KVM_X86_SET_MSR_FILTER` exists.
+pub const CAP_X86_MSR_FILTER: u32 = 189;
 /// `EINVAL`, the errno of most refusals of `KVM_X86_SET_MSR_FILTER`.
 pub const EINVAL: i32 = 22;
 /// `EFAULT`, the errno when the kernel cannot read a range's bitmap.

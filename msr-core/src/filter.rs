@@ -142,6 +142,7 @@ pub struct RawFilter<'a> {
 
 /// Why the kernel refuses a filter (`KVM_X86_SET_MSR_FILTER` fails), in the order it checks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum InvalidFilter {
     /// More than 16 ranges: `struct kvm_msr_filter` has no room for them.
     TooManyRanges {
@@ -244,6 +245,7 @@ impl core::error::Error for InvalidFilter {}
 
 /// What a [`Filter`] has that the kernel accepts but silently ignores or never uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Lint {
     /// `base + nmsrs` reaches or passes 2^32: the kernel's 32-bit end wraps and the range
     /// matches no MSR.

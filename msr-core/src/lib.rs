@@ -43,6 +43,8 @@ mod pack;
 mod parse;
 mod policy;
 pub mod storm;
+pub mod swap;
+mod sync;
 
 pub use access::{Access, AccessType, Action};
 pub use diff::{diff, Change, Diff};

@@ -52,6 +52,7 @@ pub type RuleList = heapless::Vec<u16, 16>;
 
 /// Why a policy cannot be packed.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PackError {
     /// A rule denies an x2APIC MSR (0x800..=0x8ff); the kernel never filters those, so no filter
     /// can do what the policy asks.

@@ -21,6 +21,7 @@ const TOKEN_CAPACITY: usize = 40;
 
 /// What is wrong at a place in policy text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ParseErrorKind {
     /// The input is not UTF-8.
     NotUtf8,
@@ -749,7 +750,72 @@ mod tests {
         })
     }
 
+    #[test]
+    fn statements_carry_their_spans() {
+        let text =
+            "# header\n\n  default deny   # why\n\tallow  rw 0x10-0x1f\t# TSC\ndeny w 0x48\n";
+        let parsed: vec::Vec<_> = statements(text).map(Result::unwrap).collect();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(parsed[0].0, Statement::Default(Action::Deny));
+        assert_eq!(
+            (parsed[0].1.line, parsed[0].1.column, parsed[0].1.text),
+            (3, 3, "default deny")
+        );
+        assert_eq!(
+            parsed[1].0,
+            Statement::Rule(Rule::new(0x10, 0x1f, Access::READ_WRITE, Action::Allow))
+        );
+        assert_eq!(
+            (parsed[1].1.line, parsed[1].1.column, parsed[1].1.text),
+            (4, 2, "allow  rw 0x10-0x1f")
+        );
+        assert_eq!((parsed[2].1.line, parsed[2].1.text), (5, "deny w 0x48"));
+    }
+
+    #[test]
+    fn statements_stop_at_the_first_error_and_report_a_missing_default_last() {
+        let mut it = statements("deny r 1\nallow q 2\ndeny r 3\n");
+        assert!(matches!(it.next(), Some(Ok((Statement::Rule(_), _)))));
+        let e = it.next().unwrap().unwrap_err();
+        assert_eq!((e.line(), e.kind()), (2, ParseErrorKind::ExpectedAccess));
+        assert!(it.next().is_none(), "fused after an error");
+        let mut it = statements("deny r 1\n");
+        assert!(it.next().unwrap().is_ok());
+        assert_eq!(
+            it.next().unwrap().unwrap_err().kind(),
+            ParseErrorKind::MissingDefault
+        );
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn policy_text_names_the_first_bad_byte() {
+        let e = policy_text(b"default deny\ndeny r \xff").unwrap_err();
+        assert_eq!(
+            (e.line(), e.column(), e.kind()),
+            (2, 8, ParseErrorKind::NotUtf8)
+        );
+        assert_eq!(policy_text(b"default deny"), Ok("default deny"));
+    }
+
     proptest! {
+        #[test]
+        fn statements_give_the_rules_parse_keeps_at_their_lines(policy in policy()) {
+            let text = std::format!("{policy}");
+            let lines: vec::Vec<&str> = text.split('\n').collect();
+            let mut rules = vec::Vec::new();
+            for item in statements(&text) {
+                let (statement, span) = item.unwrap();
+                // The printed text has one statement per line, no blanks around it but a comment.
+                prop_assert!(lines[span.line as usize - 1].starts_with(span.text));
+                prop_assert_eq!(span.column, 1);
+                if let Statement::Rule(rule) = statement {
+                    rules.push(rule);
+                }
+            }
+            prop_assert_eq!(&rules[..], policy.rules());
+        }
+
         #[test]
         fn text_round_trips(policy in policy()) {
             let text = std::format!("{policy}");

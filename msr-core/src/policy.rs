@@ -296,3 +296,48 @@ impl<const N: usize> fmt::Display for Policy<N> {
         self.view().fmt(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_view_checks_each_rule_and_names_its_position() {
+        let rules = [
+            Rule::single(0x10, Access::READ, Action::Deny),
+            Rule::new(0x20, 0x1f, Access::WRITE, Action::Deny),
+        ];
+        assert_eq!(
+            PolicyView::new(Action::Allow, &rules),
+            Err(PolicyError::Reversed {
+                rule: 1,
+                first: 0x20,
+                last: 0x1f
+            })
+        );
+        let rules = [Rule::single(0x10, Access::empty(), Action::Deny)];
+        assert_eq!(
+            PolicyView::new(Action::Allow, &rules),
+            Err(PolicyError::NoAccess { rule: 0 })
+        );
+    }
+
+    #[test]
+    fn a_view_decides_as_the_policy_it_borrows() {
+        let mut policy = Policy::<4>::new(Action::Deny);
+        policy
+            .push(Rule::new(0x10, 0x1f, Access::READ_WRITE, Action::Allow))
+            .unwrap();
+        policy
+            .push(Rule::single(0x18, Access::WRITE, Action::Deny))
+            .unwrap();
+        let view = PolicyView::new(Action::Deny, policy.rules()).unwrap();
+        assert_eq!(view, policy.view());
+        for index in [0x0f, 0x10, 0x18, 0x1f, 0x20, 0x800, u32::MAX] {
+            for access in AccessType::ALL {
+                assert_eq!(view.decide(index, access), policy.decide(index, access));
+            }
+        }
+        assert_eq!(std::format!("{view}"), std::format!("{policy}"));
+    }
+}

@@ -32,6 +32,14 @@ pub struct Fault;
 /// Handlers run on vCPU threads, concurrently: state that is per CPU in hardware must be kept
 /// per vCPU (see [`handlers::Shadow`](crate::handlers::Shadow)). Returning `Err(Fault)` injects
 /// #GP.
+///
+/// # Panics in handlers
+/// The dispatcher catches a panic that unwinds out of a handler and treats it as `Err(Fault)`:
+/// the guest gets #GP and the vCPU thread goes on. That needs unwinding. In a program built with
+/// `panic = "abort"` (a common VMM setting) there is nothing to catch: a panicking handler
+/// aborts the whole VMM process, and with it every guest. The exit is marked #GP before the
+/// handler runs, but no guest survives to see it. Handlers that can fail should return
+/// `Err(Fault)`, never panic.
 pub trait MsrHandler: Send + Sync {
     /// `rdmsr`: the value the guest reads.
     fn read(&self, ctx: &MsrContext) -> Result<u64, Fault>;
@@ -80,6 +88,7 @@ impl fmt::Debug for ExitRoute {
 
 /// Why a dispatcher cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BuildError {
     /// A handler was registered for x2APIC MSRs, which the kernel never filters: no FILTER exit
     /// ever comes for them.
@@ -173,6 +182,24 @@ pub struct DispatcherBuilder {
     unknown: ExitRoute,
     inval: ExitRoute,
     unhandled: ExitRoute,
+}
+
+impl fmt::Debug for DispatcherBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let handlers: Vec<_> = self
+            .entries
+            .iter()
+            .map(|e| (MsrSpan(e.first, e.last), e.access, e.handler.kind()))
+            .collect();
+        f.debug_struct("DispatcherBuilder")
+            .field("default", &self.default)
+            .field("rules", &self.rules.len())
+            .field("handlers", &handlers)
+            .field("unknown", &self.unknown)
+            .field("inval", &self.inval)
+            .field("unhandled", &self.unhandled)
+            .finish()
+    }
 }
 
 impl DispatcherBuilder {
@@ -496,6 +523,29 @@ impl Dispatcher {
     /// The filter to install: the policy with every handled access denied, so that it exits.
     pub fn filter(&self) -> &Filter {
         &self.filter
+    }
+
+    /// Whether a handler (not a route) takes `access` to `index`.
+    #[inline]
+    pub fn has_handler(&self, index: u32, access: AccessType) -> bool {
+        self.entry(index, access).is_some()
+    }
+
+    /// The exit reasons this dispatcher needs enabled: FILTER when its filter filters, UNKNOWN
+    /// and INVAL when their route is not the default #GP (with the exit disabled, the kernel
+    /// injects #GP itself).
+    pub fn exit_reasons(&self) -> MsrExitReason {
+        let mut reasons = MsrExitReason::empty();
+        if !self.filter.is_unfiltered() {
+            reasons |= MsrExitReason::Filter;
+        }
+        if !matches!(self.unknown, ExitRoute::Gp) {
+            reasons |= MsrExitReason::Unknown;
+        }
+        if !matches!(self.inval, ExitRoute::Gp) {
+            reasons |= MsrExitReason::Inval;
+        }
+        reasons
     }
 
     /// The handler taking `access` to `index`: a search of the contiguous spans of the entries

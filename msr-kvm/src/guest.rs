@@ -24,7 +24,7 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -128,6 +128,7 @@ pub struct RepeatStats {
 
 /// Errors from building or running the guest.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum HarnessError {
     /// `/dev/kvm` could not be opened read-write.
     NoKvm(io::Error),
@@ -231,9 +232,9 @@ impl GuestMem {
 
 impl Drop for GuestMem {
     fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` describe the mapping created in `new`, which is
-        // unmapped only here. The VM and vCPU fields of `GuestVm` are declared
-        // (and therefore dropped) before this one.
+        // SAFETY: `ptr`/`len` describe the mapping created in `new`, which is unmapped only
+        // here. `GuestVm::drop` deleted the memory slot pointing at it first (or leaked this
+        // value instead of dropping it), so no VM can reach it any more.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
@@ -276,11 +277,49 @@ fn edx_eax(regs: &kvm_regs) -> u64 {
 /// After any `Err` from [`GuestVm::run`] the vCPU may hold half-completed
 /// state; drop the `GuestVm` rather than reusing it.
 pub struct GuestVm {
-    // Field order is drop order: vCPU and VM go before the memory they use.
-    vcpu: VcpuFd,
+    // Field order is drop order: vCPU and VM go before the memory they use. The VM may live on
+    // in other holders of `shared_vm`, so `Drop` deletes the memory slot before `mem` unmaps.
+    vcpu: GuestVcpu,
     vm: Arc<VmFd>,
     kvm: Kvm,
-    _mem: GuestMem,
+    /// vCPUs created so far (the next one's id).
+    vcpus: u32,
+    /// `None` only while dropping, when a failed slot deletion leaks the mapping.
+    mem: Option<GuestMem>,
+}
+
+impl fmt::Debug for GuestVm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestVm")
+            .field("vm_fd", &self.vm.as_raw_fd())
+            .field("vcpu_fd", &self.vcpu.vcpu.as_raw_fd())
+            .field("vcpus", &self.vcpus)
+            .field("guest_memory_bytes", &self.mem.as_ref().map(|m| m.len))
+            .finish()
+    }
+}
+
+impl Drop for GuestVm {
+    /// Deletes memory slot 0 before the mapping behind it is unmapped: a holder of
+    /// [`shared_vm`](Self::shared_vm) keeps the VM alive and may create and run vCPUs, which
+    /// must then find no memory rather than host memory reused by someone else.
+    fn drop(&mut self) {
+        let Some(mem) = self.mem.as_ref() else {
+            return;
+        };
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: 0,
+            userspace_addr: mem.ptr.as_ptr() as u64,
+        };
+        // SAFETY: a region of size 0 deletes slot 0; it names no host memory.
+        if unsafe { self.vm.set_user_memory_region(region) }.is_err() {
+            // The VM may still reach the mapping: leak it rather than unmap it under the guest.
+            std::mem::forget(self.mem.take());
+        }
+    }
 }
 
 impl GuestVm {
@@ -304,34 +343,39 @@ impl GuestVm {
             memory_size: mem.len as u64,
             userspace_addr: mem.ptr.as_ptr() as u64,
         };
-        // SAFETY: the region covers exactly the live mapping owned by `mem`,
-        // which is stored in the returned `GuestVm` and outlives the VM fd.
+        // SAFETY: the region covers exactly the live mapping owned by `mem`, which is stored in
+        // the returned `GuestVm`; its `Drop` deletes this slot before `mem` unmaps (or leaks
+        // the mapping if it cannot), so no holder of the VM fd can reach unmapped memory.
         unsafe { vm.set_user_memory_region(region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-        let vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-
-        let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
-        for seg in [
-            &mut sregs.cs,
-            &mut sregs.ds,
-            &mut sregs.es,
-            &mut sregs.fs,
-            &mut sregs.gs,
-            &mut sregs.ss,
-        ] {
-            seg.base = 0;
-            seg.selector = 0;
-            seg.limit = 0xffff;
-        }
-        sregs.cr0 &= !1; // real mode (already the reset state)
-        vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        let vcpu = GuestVcpu::new(&vm, 0)?;
 
         Ok(Self {
             vcpu,
             vm: Arc::new(vm),
             kvm,
-            _mem: mem,
+            vcpus: 1,
+            mem: Some(mem),
         })
+    }
+
+    /// Creates another vCPU in the same VM, in real mode over the same guest memory and code,
+    /// with a stack of its own, to run on another thread (a [`GuestVcpu`] is `Send`). At most 8
+    /// vCPUs in all.
+    pub fn add_vcpu(&mut self) -> Result<GuestVcpu, HarnessError> {
+        if self.vcpus >= MAX_VCPUS {
+            return Err(HarnessError::UnexpectedExit(format!(
+                "the harness has room for {MAX_VCPUS} vCPUs"
+            )));
+        }
+        let vcpu = GuestVcpu::new(&self.vm, self.vcpus)?;
+        self.vcpus += 1;
+        Ok(vcpu)
+    }
+
+    /// vCPU 0, the one [`run`](Self::run) uses.
+    pub fn vcpu(&mut self) -> &mut GuestVcpu {
+        &mut self.vcpu
     }
 
     /// The `/dev/kvm` handle.
@@ -349,6 +393,79 @@ impl GuestVm {
     /// [`MsrInterception`](crate::MsrInterception), while this harness keeps running accesses.
     pub fn shared_vm(&self) -> Arc<VmFd> {
         Arc::clone(&self.vm)
+    }
+
+    /// Runs one access on vCPU 0: see [`GuestVcpu::run`].
+    pub fn run(
+        &mut self,
+        access: MsrAccess,
+        on_exit: &mut dyn FnMut(&mut VcpuExit<'_>),
+    ) -> Result<Outcome, HarnessError> {
+        self.vcpu.run(access, on_exit)
+    }
+
+    /// Runs `count` accesses in one guest loop on vCPU 0: see [`GuestVcpu::run_repeated`].
+    pub fn run_repeated(
+        &mut self,
+        access: MsrAccess,
+        count: u16,
+        on_exit: &mut dyn FnMut(&mut VcpuExit<'_>),
+    ) -> Result<RepeatStats, HarnessError> {
+        self.vcpu.run_repeated(access, count, on_exit)
+    }
+
+    /// [`run`](Self::run) leaving exits as the kernel preset them: see [`GuestVcpu::run_raw`].
+    pub fn run_raw(&mut self, access: MsrAccess) -> Result<Outcome, HarnessError> {
+        self.vcpu.run_raw(access)
+    }
+}
+
+/// The most vCPUs a [`GuestVm`] creates (each gets a 1 KiB stack below `0x8000`).
+const MAX_VCPUS: u32 = 8;
+
+/// One real-mode vCPU of a [`GuestVm`]: runs MSR accesses. vCPU 0 belongs to the `GuestVm`;
+/// [`GuestVm::add_vcpu`] makes more, which may run on other threads.
+///
+/// After any `Err` from a run the vCPU may hold half-completed state; drop it.
+pub struct GuestVcpu {
+    vcpu: VcpuFd,
+    stack_top: u64,
+}
+
+impl fmt::Debug for GuestVcpu {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestVcpu")
+            .field("vcpu_fd", &self.vcpu.as_raw_fd())
+            .field("stack_top", &self.stack_top)
+            .finish()
+    }
+}
+
+impl GuestVcpu {
+    /// vCPU `id` of `vm`, in real mode with flat 64 KiB segments and its own stack.
+    fn new(vm: &VmFd, id: u32) -> Result<GuestVcpu, HarnessError> {
+        let vcpu = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        for seg in [
+            &mut sregs.cs,
+            &mut sregs.ds,
+            &mut sregs.es,
+            &mut sregs.fs,
+            &mut sregs.gs,
+            &mut sregs.ss,
+        ] {
+            seg.base = 0;
+            seg.selector = 0;
+            seg.limit = 0xffff;
+        }
+        sregs.cr0 &= !1; // real mode (already the reset state)
+        vcpu.set_sregs(&sregs).map_err(kvm_err("KVM_SET_SREGS"))?;
+        Ok(GuestVcpu {
+            vcpu,
+            stack_top: STACK_TOP - 0x400 * u64::from(id),
+        })
     }
 
     /// Runs one access. Each `KVM_EXIT_X86_RDMSR` / `KVM_EXIT_X86_WRMSR`
@@ -531,7 +648,7 @@ impl GuestVm {
         regs.rsi = u64::from(count);
         regs.rax = value & 0xffff_ffff;
         regs.rdx = value >> 32;
-        regs.rsp = STACK_TOP;
+        regs.rsp = self.stack_top;
         regs.rflags = 2;
         self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
     }

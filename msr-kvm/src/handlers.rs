@@ -91,6 +91,26 @@ impl MsrHandler for WriteIgnore {
 /// A shadow register, one per vCPU (as the hardware register is per CPU): writes are stored,
 /// reads return the last value this vCPU wrote (or the initial value). An exit from a vCPU index
 /// beyond the count given gets #GP.
+///
+/// For snapshot and restore (live migration, a vCPU reset), register it as an `Arc<Shadow>` and
+/// keep a clone: [`values`](Self::values) and [`set_value`](Self::set_value) read and set each
+/// vCPU's register while the dispatcher runs.
+///
+/// ```
+/// use std::sync::Arc;
+/// use msr_filter_core::{Access, Action, Policy};
+/// use msr_filter_kvm::{handlers::Shadow, Dispatcher};
+///
+/// let tsc_aux = Arc::new(Shadow::new(2, 0));
+/// let d = Dispatcher::builder(&Policy::<1>::new(Action::Allow))
+///     .handle(0xc000_0103, Access::READ_WRITE, Arc::clone(&tsc_aux))?
+///     .build()?;
+/// let saved = tsc_aux.values();          // snapshot: one value per vCPU
+/// tsc_aux.set_value(1, 7).unwrap();      // restore one
+/// assert_eq!((saved, tsc_aux.value(1)), (vec![0, 0], Some(7)));
+/// # drop(d);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct Shadow {
     values: Box<[AtomicU64]>,
@@ -104,9 +124,24 @@ impl Shadow {
         }
     }
 
-    /// The value vCPU `vcpu` would read.
+    /// The value vCPU `vcpu` would read; `None` past the vCPU count.
     pub fn value(&self, vcpu: usize) -> Option<u64> {
         self.values.get(vcpu).map(|v| v.load(Relaxed))
+    }
+
+    /// Sets vCPU `vcpu`'s register (restore); `None` past the vCPU count, nothing set.
+    pub fn set_value(&self, vcpu: usize, value: u64) -> Option<()> {
+        self.values.get(vcpu).map(|v| v.store(value, Relaxed))
+    }
+
+    /// Every vCPU's register, in vCPU order (snapshot).
+    pub fn values(&self) -> Vec<u64> {
+        self.values.iter().map(|v| v.load(Relaxed)).collect()
+    }
+
+    /// How many vCPUs the register has.
+    pub fn vcpus(&self) -> usize {
+        self.values.len()
     }
 }
 

@@ -12,6 +12,7 @@ use crate::convert::KvmFilter;
 
 /// Why an interception call failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum KvmError {
     /// The kernel lacks a capability this needs.
     MissingCapability {
@@ -76,6 +77,18 @@ pub struct MsrInterception<V: Borrow<VmFd>> {
     exits: MsrExitReason,
     filter: FilterState,
     shut_down: bool,
+}
+
+impl<V: Borrow<VmFd>> std::fmt::Debug for MsrInterception<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::os::fd::AsRawFd;
+        f.debug_struct("MsrInterception")
+            .field("vm_fd", &self.vm.borrow().as_raw_fd())
+            .field("exits", &self.exits)
+            .field("filter", &self.filter)
+            .field("shut_down", &self.shut_down)
+            .finish()
+    }
 }
 
 /// What this owner knows of the VM's filter.

@@ -35,9 +35,12 @@ mod dispatch;
 pub mod guest;
 pub mod handlers;
 mod intercept;
+pub mod live;
+mod sync;
 
 pub use dispatch::{
     reason_name, BuildError, Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault,
     HandlerStats, MsrContext, MsrHandler, MsrSpan, RouteMsrStats, RouteStats,
 };
 pub use intercept::{KvmError, MsrInterception};
+pub use live::{LiveDispatcher, Replaced};

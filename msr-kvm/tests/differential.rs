@@ -300,6 +300,7 @@ fn decide_matches_kernel_on_random_filters() {
                 msr_filter_core::Lint::CoversX2apic { .. } => 1,
                 msr_filter_core::Lint::Shadowed { .. } => 2,
                 msr_filter_core::Lint::BitsBeyondNmsrs { .. } => 3,
+                other => panic!("a lint this test does not know: {other}"),
             };
             lint_kinds[k] += 1;
         }
@@ -415,6 +416,7 @@ fn category(r: &Result<Filter, InvalidFilter>) -> &'static str {
         Err(InvalidFilter::RangeTooLarge { .. }) => "nmsrs > 0x3000",
         Err(InvalidFilter::BitmapTooShort { .. }) => "bitmap too short",
         Err(InvalidFilter::TooManyRanges { .. }) => "too many ranges",
+        Err(other) => panic!("a refusal this test does not know: {other}"),
     }
 }
 

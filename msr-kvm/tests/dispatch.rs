@@ -472,3 +472,29 @@ fn non_msr_exit_is_left_alone() {
     let s = d.handler_stats();
     assert_eq!((s[0].reads, s[0].writes, s[0].faults), (0, 0, 0));
 }
+
+/// No fixed cap on handlers: 2,000 single-MSR handlers (more than any former rule capacity)
+/// register and each routes its own exits, as long as the filter fits the kernel's 16 ranges.
+#[test]
+fn thousands_of_handlers_register_and_route() {
+    let mut b = Dispatcher::builder(&default_allow());
+    for i in 0..2000u32 {
+        b = b
+            .handle(0x4000_0000 + i, Access::READ, Constant::new(u64::from(i)))
+            .unwrap();
+    }
+    let d = b.build().unwrap();
+    assert!(d.filter().range_count() <= 16);
+    for i in [0u32, 1, 999, 1999] {
+        let (mut data, mut error) = (0u64, 1u8);
+        d.dispatch_msr(
+            0,
+            AccessType::Read,
+            MsrExitReason::Filter,
+            0x4000_0000 + i,
+            &mut data,
+            &mut error,
+        );
+        assert_eq!((data, error), (u64::from(i), 0));
+    }
+}

@@ -5,7 +5,7 @@ use kvm_ioctls::{
     MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit,
 };
 use msr_filter_kvm::guest::{
-    kvm_available, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome, RepeatStats,
+    skip_without_kvm, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome, RepeatStats,
 };
 
 const TSC: u32 = 0x10;
@@ -13,8 +13,7 @@ const FS_BASE: u32 = 0xC000_0100;
 const BOGUS: u32 = 0x474f_4f00;
 
 fn vm_or_skip() -> Option<GuestVm> {
-    if !kvm_available() {
-        println!("SKIPPED: no /dev/kvm");
+    if skip_without_kvm() {
         return None;
     }
     Some(GuestVm::new().expect("GuestVm::new"))
@@ -317,4 +316,41 @@ fn run_repeated_counts_exits() {
     // Other MSRs still never leave the kernel.
     let t = g.run_repeated(read(TSC), 50, &mut no_exit).unwrap();
     assert_eq!((t.msr_exits, t.retired), (0, 50));
+}
+
+/// `shared_vm` hands out the VM fd, which may outlive the harness: dropping the harness must
+/// delete the memory slot before unmapping the memory behind it, or a vCPU created on the
+/// shared fd would run over unmapped (or reused) host memory. A new slot over the same guest
+/// physical range is accepted only once slot 0 is gone (EEXIST otherwise).
+#[test]
+fn dropping_the_harness_deletes_its_memory_slot_before_unmapping() {
+    let Some(g) = vm_or_skip() else { return };
+    let vm = g.shared_vm();
+    drop(g);
+    let layout = std::alloc::Layout::from_size_align(0x1000, 0x1000).unwrap();
+    // SAFETY: a non-zero size with a valid alignment.
+    let page = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!page.is_null());
+    let region = kvm_bindings::kvm_userspace_memory_region {
+        slot: 1,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: 0x1000,
+        userspace_addr: page as u64,
+    };
+    // SAFETY: `page` is a live, page-aligned allocation of 0x1000 bytes; the slot is deleted
+    // below before it is freed, and no vCPU runs in between.
+    let added = unsafe { vm.set_user_memory_region(region) };
+    assert!(
+        added.is_ok(),
+        "slot 0 of a dropped GuestVm still maps guest address 0: {added:?}"
+    );
+    let delete = kvm_bindings::kvm_userspace_memory_region {
+        memory_size: 0,
+        ..region
+    };
+    // SAFETY: size 0 deletes slot 1; it names no memory.
+    unsafe { vm.set_user_memory_region(delete) }.unwrap();
+    // SAFETY: allocated above with this layout; the slot pointing at it is gone.
+    unsafe { std::alloc::dealloc(page, layout) };
 }

@@ -144,7 +144,7 @@ impl Loaded {
                 .map(|&r| usize::from(r))
                 .chain(*default_forced_by)
                 .collect(),
-            PackError::Internal { .. } => Vec::new(),
+            _ => Vec::new(),
         };
         for rule in rules {
             message.push_str(&format!(

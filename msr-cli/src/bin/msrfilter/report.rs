@@ -79,7 +79,7 @@ impl From<HarnessError> for Failure {
     fn from(e: HarnessError) -> Failure {
         match e {
             HarnessError::NoKvm(_) | HarnessError::Kvm { .. } => Failure::environment(e),
-            HarnessError::UnexpectedExit(_) | HarnessError::UnexpectedVector(_) => Failure::new(e),
+            _ => Failure::new(e),
         }
     }
 }
