@@ -285,6 +285,18 @@ typedef struct msr_filter_dispatcher_builder msr_filter_dispatcher_builder;
 typedef struct msr_filter_filter msr_filter_filter;
 
 /**
+ * A dispatcher that can be replaced, with its filter, while vCPU threads run: it owns the VM's
+ * interception (so every replacement keeps the ordering rule) and the dispatchers. Every MSR
+ * exit is served by the handler the old or the new dispatcher gives its MSR; none is lost to a
+ * replacement, and a failed replacement leaves the old dispatcher and filter in force.
+ *
+ * Made by `msr_filter_live_new`, freed (with teardown) by `msr_filter_live_free` or
+ * `msr_filter_live_shutdown`. Thread-safe: vCPU threads call `msr_filter_live_enter_run`
+ * and the dispatch functions while any thread replaces (replacements are serialised).
+ */
+typedef struct msr_filter_live msr_filter_live;
+
+/**
  * A policy: a default action plus rules over inclusive MSR ranges, **later rules overriding
  * earlier ones**; any number of rules (the kernel's 16 ranges limit what packs, not what a
  * policy holds).
@@ -857,6 +869,161 @@ msr_filter_status msr_filter_filter_from_kvm(const struct msr_filter_kvm_msr_fil
  * `filter` must be NULL or a live filter from this library that no thread uses any more.
  */
 void msr_filter_filter_free(struct msr_filter_filter *filter);
+
+/**
+ * Takes over `vm` (its interception) and `first`, installs `first`'s filter (enabling the exit
+ * reasons it needs first) and serves vCPUs `0 .. vcpus - 1`. The caller owns `*live_out` and
+ * frees it with `msr_filter_live_free` or `msr_filter_live_shutdown`.
+ *
+ * **Takes ownership of `vm` and `first` in every case** (unless a pointer argument is NULL):
+ * never use or free them again; on failure they are torn down and freed.
+ * `MSR_FILTER_STATUS_KVM_ERROR` when the install fails.
+ *
+ * Call it before the vCPU threads start using the returned handle.
+ *
+ * # Safety
+ * `vm` and `first` must be live handles from this library that no other thread uses;
+ * `live_out` writable.
+ */
+msr_filter_status msr_filter_live_new(struct msr_filter_vm *vm, size_t vcpus, struct msr_filter_dispatcher *first, struct msr_filter_live **live_out);
+
+/**
+ * Right before **every** `KVM_RUN` of vCPU `vcpu`, on its thread: the quiescent point that lets
+ * retired dispatchers be freed. Two atomic loads and a store; no lock, no allocation.
+ * `MSR_FILTER_STATUS_INVALID_ARGUMENT` for a vCPU number out of range.
+ *
+ * Thread-safe: each vCPU thread calls it for its own vCPU.
+ *
+ * # Safety
+ * `live` must be a live handle from this library.
+ */
+msr_filter_status msr_filter_live_enter_run(const struct msr_filter_live *live, uint32_t vcpu);
+
+/**
+ * vCPU `vcpu` stops running (paused or done) holding no exit: it no longer delays the
+ * freeing of retired dispatchers. Call `msr_filter_live_enter_run` again before its next
+ * `KVM_RUN`.
+ *
+ * Thread-safe.
+ *
+ * # Safety
+ * `live` must be a live handle from this library.
+ */
+msr_filter_status msr_filter_live_leave_run(const struct msr_filter_live *live, uint32_t vcpu);
+
+/**
+ * Like `msr_filter_dispatcher_dispatch_run`, with the dispatcher that serves this exit (the
+ * newest of those the exit may come from that handles its MSR). Fails closed; allocates nothing;
+ * takes no lock. Callbacks may run on several vCPU threads at once.
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `run` a `struct kvm_run` no other thread
+ * touches during the call; `outcome_out` NULL or writable.
+ */
+msr_filter_status msr_filter_live_dispatch_run(const struct msr_filter_live *live, uint32_t vcpu, void *run, msr_filter_outcome *outcome_out);
+
+/**
+ * Like `msr_filter_dispatcher_dispatch_msr` (QEMU's shape), with the dispatcher that serves
+ * this exit. `*error` is set to 1 before anything else; a vCPU number out of range gets #GP.
+ * Allocates nothing; takes no lock. Callbacks may run on several vCPU threads at once.
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `data` and `error` writable and not used by
+ * another thread during the call; `outcome_out` NULL or writable.
+ */
+msr_filter_status msr_filter_live_dispatch_msr(const struct msr_filter_live *live, uint32_t vcpu, bool is_write, uint32_t reason, uint32_t index, unsigned long long *data, uint8_t *error, msr_filter_outcome *outcome_out);
+
+/**
+ * Replaces the dispatcher and the kernel filter while vCPUs run: enables any exit reason
+ * `next` needs, publishes it, installs its filter (`KVM_X86_SET_MSR_FILTER`), then frees what
+ * no vCPU can still reach. Never waits for vCPUs. `*generation_out` (may be NULL) receives the
+ * new dispatcher's generation (the first one is 1).
+ *
+ * **Takes ownership of `next` in every case** (unless `live` is NULL): never use or free it
+ * again. `MSR_FILTER_STATUS_KVM_ERROR` when the ioctl fails: the old dispatcher and filter
+ * then stay fully in force.
+ *
+ * Thread-safe: any thread, while vCPU threads dispatch; replacements are serialised.
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `next` a live dispatcher from this library
+ * that no other thread uses; `generation_out` NULL or writable.
+ */
+msr_filter_status msr_filter_live_replace(const struct msr_filter_live *live, struct msr_filter_dispatcher *next, uint64_t *generation_out);
+
+/**
+ * `*generation_out` = the installed generation (1 for the first dispatcher; failed
+ * replacements count too).
+ *
+ * Thread-safe.
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `generation_out` writable.
+ */
+msr_filter_status msr_filter_live_generation(const struct msr_filter_live *live, uint64_t *generation_out);
+
+/**
+ * Frees the retired dispatchers no vCPU can reach any more; `*retired_out` (may be NULL) =
+ * how many remain (held by vCPUs inside `KVM_RUN` since before the last replacement: kick
+ * them out of `KVM_RUN` with a signal to let them pass).
+ *
+ * Thread-safe.
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `retired_out` NULL or writable.
+ */
+msr_filter_status msr_filter_live_reclaim(const struct msr_filter_live *live, size_t *retired_out);
+
+/**
+ * `*count_out` = the number of callback registrations of the installed dispatcher.
+ *
+ * Thread-safe (takes a lock; not for the vCPU path).
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `count_out` writable.
+ */
+msr_filter_status msr_filter_live_handler_count(const struct msr_filter_live *live, size_t *count_out);
+
+/**
+ * `*stats_out` = the counters of registration number `index` (in MSR order) of the installed
+ * dispatcher, counting exits since it was built. `MSR_FILTER_STATUS_OUT_OF_RANGE` past the
+ * last one.
+ *
+ * Thread-safe (takes a lock; not for the vCPU path).
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `stats_out` writable.
+ */
+msr_filter_status msr_filter_live_handler_stats(const struct msr_filter_live *live, size_t index, struct msr_filter_handler_stats *stats_out);
+
+/**
+ * `*stats_out` = the installed dispatcher's counters of exits no callback took.
+ *
+ * Thread-safe (takes a lock; not for the vCPU path).
+ *
+ * # Safety
+ * `live` must be a live handle from this library; `stats_out` writable.
+ */
+msr_filter_status msr_filter_live_route_stats(const struct msr_filter_live *live, struct msr_filter_route_stats *stats_out);
+
+/**
+ * Tears down in the safe order (the filter first, then the exits) and frees the handle and its
+ * dispatchers, reporting a failed ioctl. The handle is freed in every case except NULL.
+ *
+ * # Safety
+ * `live` must be NULL or a live handle from this library that no thread uses any more (every
+ * vCPU thread has stopped dispatching).
+ */
+msr_filter_status msr_filter_live_shutdown(struct msr_filter_live *live);
+
+/**
+ * Tears down like `msr_filter_live_shutdown`, ignoring errors, and frees the handle. NULL is
+ * allowed and does nothing.
+ *
+ * # Safety
+ * `live` must be NULL or a live handle from this library that no thread uses any more.
+ */
+void msr_filter_live_free(struct msr_filter_live *live);
 
 /**
  * Parses policy text (`text`, `len` bytes, UTF-8, no NUL needed): one `default allow|deny`

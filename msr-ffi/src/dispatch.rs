@@ -375,7 +375,7 @@ pub unsafe extern "C" fn msr_filter_dispatcher_filter(
     })
 }
 
-fn outcome(done: Dispatch) -> msr_filter_outcome {
+pub(crate) fn outcome(done: Dispatch) -> msr_filter_outcome {
     match done {
         Dispatch::NotMsr => msr_filter_outcome::NotMsr,
         Dispatch::Msr { fault: false, .. } => msr_filter_outcome::Completed,
@@ -403,6 +403,46 @@ const _: () = {
     assert!(kvm_bindings::KVM_EXIT_X86_RDMSR == MSR_FILTER_KVM_EXIT_X86_RDMSR);
     assert!(kvm_bindings::KVM_EXIT_X86_WRMSR == MSR_FILTER_KVM_EXIT_X86_WRMSR);
 };
+
+/// The `msr` member of a `struct kvm_run` holding an MSR exit.
+pub(crate) struct RunExit<'a> {
+    pub(crate) access: AccessType,
+    pub(crate) reason: u32,
+    pub(crate) index: u32,
+    pub(crate) data: &'a mut u64,
+    pub(crate) error: &'a mut u8,
+}
+
+impl RunExit<'_> {
+    /// Reads `exit_reason` at offset 8 and, for `KVM_EXIT_X86_RDMSR`/`WRMSR`, borrows the `msr`
+    /// member at offset 32 (`u8 error; u8 pad[7]; u32 reason; u32 index; u64 data;`).
+    ///
+    /// # Safety
+    /// `run` must point to a `struct kvm_run` that nothing else touches while the result lives.
+    pub(crate) unsafe fn of<'a>(run: *mut c_void) -> Option<RunExit<'a>> {
+        let run = run.cast::<u8>();
+        // SAFETY: `run` points to a `struct kvm_run` (8-aligned), whose u32 `exit_reason` is at
+        // offset 8.
+        let exit_reason = unsafe { run.add(RUN_EXIT_REASON).cast::<u32>().read() };
+        let access = match exit_reason {
+            MSR_FILTER_KVM_EXIT_X86_RDMSR => AccessType::Read,
+            MSR_FILTER_KVM_EXIT_X86_WRMSR => AccessType::Write,
+            _ => return None,
+        };
+        // SAFETY: for an MSR exit the union holds the `msr` member at offset 32, each field
+        // aligned; the caller gives exclusive access to the structure, so the two `&mut` alias
+        // nothing.
+        unsafe {
+            Some(RunExit {
+                access,
+                reason: run.add(RUN_MSR_REASON).cast::<u32>().read(),
+                index: run.add(RUN_MSR_INDEX).cast::<u32>().read(),
+                data: &mut *run.add(RUN_MSR_DATA).cast::<u64>(),
+                error: &mut *run.add(RUN_MSR_ERROR),
+            })
+        }
+    }
+}
 
 /// Handles the exit in `run` (a `struct kvm_run *`, as mmap'ed from the vCPU fd) for vCPU
 /// number `vcpu`: for `KVM_EXIT_X86_RDMSR`/`WRMSR`, calls the callback (or route) and completes
@@ -433,33 +473,16 @@ pub unsafe extern "C" fn msr_filter_dispatcher_dispatch_run(
                 "argument `run` is NULL",
             ));
         }
-        let run = run.cast::<u8>();
-        // SAFETY: `run` points to a `struct kvm_run`, whose u32 `exit_reason` is at offset 8
-        // (8-aligned structure).
-        let exit_reason = unsafe { run.add(RUN_EXIT_REASON).cast::<u32>().read() };
-        let access = match exit_reason {
-            MSR_FILTER_KVM_EXIT_X86_RDMSR => AccessType::Read,
-            MSR_FILTER_KVM_EXIT_X86_WRMSR => AccessType::Write,
-            _ => {
-                // SAFETY: NULL or writable, as the caller promises.
-                if let Some(o) = unsafe { outcome_out.as_mut() } {
-                    *o = msr_filter_outcome::NotMsr;
-                }
-                return Ok(());
+        // SAFETY: the caller promises a `struct kvm_run` it does not touch during the call.
+        let Some(exit) = (unsafe { RunExit::of(run) }) else {
+            // SAFETY: NULL or writable, as the caller promises.
+            if let Some(o) = unsafe { outcome_out.as_mut() } {
+                *o = msr_filter_outcome::NotMsr;
             }
+            return Ok(());
         };
-        // SAFETY: for an MSR exit, `struct kvm_run`'s union holds the `msr` member at offset
-        // 32: `u8 error; u8 pad[7]; u32 reason; u32 index; u64 data;`, each field aligned; the
-        // caller gives exclusive access to the structure for the call, so the two `&mut` do not
-        // alias each other or anything else.
-        let (reason, index, data, error) = unsafe {
-            (
-                run.add(RUN_MSR_REASON).cast::<u32>().read(),
-                run.add(RUN_MSR_INDEX).cast::<u32>().read(),
-                &mut *run.add(RUN_MSR_DATA).cast::<u64>(),
-                &mut *run.add(RUN_MSR_ERROR),
-            )
-        };
+        let (access, reason, index, data, error) =
+            (exit.access, exit.reason, exit.index, exit.data, exit.error);
         let done = dispatcher.inner.dispatch_msr(
             vcpu as usize,
             access,
@@ -573,6 +596,38 @@ pub struct msr_filter_route_msr_stats {
     pub writes: u64,
 }
 
+pub(crate) fn handler_stats_of(
+    d: &Dispatcher,
+    index: usize,
+) -> Result<msr_filter_handler_stats, Failure> {
+    let all = d.handler_stats();
+    let s = all.get(index).ok_or_else(|| {
+        Failure::new(
+            msr_filter_status::OutOfRange,
+            format_args!("handler {index} asked for, but there are {}", all.len()),
+        )
+    })?;
+    Ok(msr_filter_handler_stats {
+        first: s.first,
+        last: s.last,
+        access: s.access.bits(),
+        reads: s.reads,
+        writes: s.writes,
+        faults: s.faults,
+    })
+}
+
+pub(crate) fn route_stats_of(d: &Dispatcher) -> msr_filter_route_stats {
+    let s = d.route_stats();
+    msr_filter_route_stats {
+        unknown: s.unknown,
+        inval: s.inval,
+        unhandled: s.unhandled,
+        faults: s.faults,
+        untracked: s.untracked,
+    }
+}
+
 /// `*count_out` = the number of callback registrations.
 ///
 /// Thread-safe.
@@ -609,21 +664,7 @@ pub unsafe extern "C" fn msr_filter_dispatcher_handler_stats(
     ffi_boundary!({
         let dispatcher = arg_ref!(dispatcher);
         let stats_out = arg_mut!(stats_out);
-        let all = dispatcher.inner.handler_stats();
-        let s = all.get(index).ok_or_else(|| {
-            Failure::new(
-                msr_filter_status::OutOfRange,
-                format_args!("handler {index} asked for, but there are {}", all.len()),
-            )
-        })?;
-        *stats_out = msr_filter_handler_stats {
-            first: s.first,
-            last: s.last,
-            access: s.access.bits(),
-            reads: s.reads,
-            writes: s.writes,
-            faults: s.faults,
-        };
+        *stats_out = handler_stats_of(&dispatcher.inner, index)?;
         Ok(())
     })
 }
@@ -642,14 +683,7 @@ pub unsafe extern "C" fn msr_filter_dispatcher_route_stats(
     ffi_boundary!({
         let dispatcher = arg_ref!(dispatcher);
         let stats_out = arg_mut!(stats_out);
-        let s = dispatcher.inner.route_stats();
-        *stats_out = msr_filter_route_stats {
-            unknown: s.unknown,
-            inval: s.inval,
-            unhandled: s.unhandled,
-            faults: s.faults,
-            untracked: s.untracked,
-        };
+        *stats_out = route_stats_of(&dispatcher.inner);
         Ok(())
     })
 }

@@ -20,8 +20,8 @@
 //!   (and a panicking handler in dispatch is a #GP for the guest);
 //! - each function's documentation says who owns what and which threads may call it.
 //!
-//! Live replacement of a filter while vCPUs run (`msr_filter_vm_replace`) will come with the
-//! swap protocol of msr-filter-kvm.
+//! Replacing the dispatcher and its filter while vCPUs run goes through `msr_filter_live`, over
+//! msr-filter-kvm's live-swap protocol ([`msr_filter_kvm::LiveDispatcher`]).
 #![allow(non_camel_case_types)]
 // The header's documentation is these doc comments; the # Safety sections say what C must
 // guarantee.
@@ -31,6 +31,7 @@
 mod dispatch;
 mod error;
 mod filter;
+mod live;
 mod policy;
 mod types;
 mod vm;
@@ -40,6 +41,7 @@ use std::ffi::c_char;
 pub use dispatch::*;
 pub use error::{msr_filter_last_error_message, msr_filter_status, msr_filter_status_name};
 pub use filter::*;
+pub use live::*;
 pub use policy::*;
 pub use types::*;
 pub use vm::*;

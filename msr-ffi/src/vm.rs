@@ -22,6 +22,13 @@ pub struct msr_filter_vm {
     inner: MsrInterception<VmFd>,
 }
 
+impl msr_filter_vm {
+    /// The interception, for a live dispatcher to take over.
+    pub(crate) fn into_interception(self) -> MsrInterception<VmFd> {
+        self.inner
+    }
+}
+
 impl std::fmt::Debug for msr_filter_vm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         use std::os::fd::AsRawFd;
@@ -33,7 +40,7 @@ impl std::fmt::Debug for msr_filter_vm {
     }
 }
 
-fn kvm_failure(e: KvmError) -> Failure {
+pub(crate) fn kvm_failure(e: KvmError) -> Failure {
     let status = match e {
         KvmError::MissingCapability { .. } => msr_filter_status::MissingCapability,
         KvmError::FilterExitRequired { .. } => msr_filter_status::FilterExitRequired,

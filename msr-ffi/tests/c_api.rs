@@ -35,6 +35,11 @@ fn vm() {
 }
 
 #[test]
+fn live_replacement() {
+    c_test("test_live");
+}
+
+#[test]
 fn shared_library_links() {
     let dir = scratch("shared");
     let exe = dir.join("test_policy_shared");

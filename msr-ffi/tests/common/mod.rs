@@ -17,13 +17,13 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-/// Where cargo put `libmsr_filter_ffi.a` and `.so`: the profile directory, two levels above
-/// this test executable (`target/<profile>/deps/<test>-<hash>`).
+/// Where cargo put the `libmsr_filter_ffi.a` and `.so` built for this test run: beside the test
+/// executable (`target/<profile>/deps/`; `cargo test` does not copy them up to
+/// `target/<profile>/`, where a `cargo build` may have left older ones).
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe
         .parent()
-        .and_then(Path::parent)
         .expect("test executable in target/<profile>/deps")
         .to_path_buf();
     for lib in ["libmsr_filter_ffi.a", "libmsr_filter_ffi.so"] {
