@@ -29,14 +29,18 @@ fn example(name: &str, expect: &[&str]) {
 }
 
 #[test]
-fn minivmm_runs_two_vcpus_through_the_library() {
+fn minivmm_runs_two_vcpus_and_replaces_the_policy_while_they_run() {
     example(
         "minivmm",
         &[
             "vcpu 0: rdmsr CORE_THREAD_COUNT = 0x10002 (C callback)",
             "vcpu 1: wrmsr 0xabcd0010 = 0x2234, rdmsr back = 0x2234 (per-vCPU shadow)",
             "vcpu 1: rdmsr 0x474f4f00: #GP (denied by the policy, no handler: fails closed)",
-            "handler 0x35-0x35: 2002 reads",
+            "replaced at the checkpoint: generation 2",
+            "replaced again during phase 2: generation 3",
+            "vcpu 0: after the replacement: CORE_THREAD_COUNT = 0x20004, 0x474f4f00 = 0x600d",
+            "vcpu 1: 1006 MSR exits dispatched, 1 #GP",
+            "CORE_THREAD_COUNT reads: 2 before the replacement, 2002 after",
             "minivmm: ok",
         ],
     );
