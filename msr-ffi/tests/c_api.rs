@@ -39,6 +39,32 @@ fn live_replacement() {
     c_test("test_live");
 }
 
+/// A negative control: the sanitizers report a leak of a library object and a read of
+/// library-owned memory after its free (Rust code itself is not instrumented: ASan sees its
+/// allocations, not its accesses).
+#[test]
+fn sanitizers_catch_misuse_of_library_objects() {
+    let dir = scratch("canary");
+    let exe = dir.join("canary");
+    build_static(&exe, &[&manifest_dir().join("tests/c/canary.c")], &[]);
+    for (mode, report) in [
+        ("leak", "LeakSanitizer: detected memory leaks"),
+        ("uaf", "AddressSanitizer: heap-use-after-free"),
+    ] {
+        let out = std::process::Command::new(&exe)
+            .arg(mode)
+            .env("ASAN_OPTIONS", "detect_leaks=1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(report),
+            "{mode}: {}\n{stderr}",
+            out.status
+        );
+    }
+}
+
 #[test]
 fn shared_library_links() {
     let dir = scratch("shared");
