@@ -641,6 +641,19 @@ void msr_filter_dispatcher_builder_free(struct msr_filter_dispatcher_builder *bu
 msr_filter_status msr_filter_dispatcher_filter(const struct msr_filter_dispatcher *dispatcher, struct msr_filter_filter **filter_out);
 
 /**
+ * `*reasons_out` = the MSR exit reasons the dispatcher needs enabled on the VM (a mask of
+ * `msr_filter_exit_reason`): FILTER when its filter filters, UNKNOWN and INVAL when their
+ * route is not the default #GP. Pass them to `msr_filter_vm_new` or
+ * `msr_filter_vm_set_exit_reasons` (`msr_filter_live` enables them itself).
+ *
+ * Thread-safe.
+ *
+ * # Safety
+ * `dispatcher` must be a live dispatcher from this library; `reasons_out` writable.
+ */
+msr_filter_status msr_filter_dispatcher_exit_reasons(const struct msr_filter_dispatcher *dispatcher, uint32_t *reasons_out);
+
+/**
  * Handles the exit in `run` (a `struct kvm_run *`, as mmap'ed from the vCPU fd) for vCPU
  * number `vcpu`: for `KVM_EXIT_X86_RDMSR`/`WRMSR`, calls the callback (or route) and completes
  * the exit: `msr.error` is set to 1 before anything runs and to 0 only when a callback or route

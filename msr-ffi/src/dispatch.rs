@@ -375,6 +375,28 @@ pub unsafe extern "C" fn msr_filter_dispatcher_filter(
     })
 }
 
+/// `*reasons_out` = the MSR exit reasons the dispatcher needs enabled on the VM (a mask of
+/// `msr_filter_exit_reason`): FILTER when its filter filters, UNKNOWN and INVAL when their
+/// route is not the default #GP. Pass them to `msr_filter_vm_new` or
+/// `msr_filter_vm_set_exit_reasons` (`msr_filter_live` enables them itself).
+///
+/// Thread-safe.
+///
+/// # Safety
+/// `dispatcher` must be a live dispatcher from this library; `reasons_out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn msr_filter_dispatcher_exit_reasons(
+    dispatcher: *const msr_filter_dispatcher,
+    reasons_out: *mut u32,
+) -> msr_filter_status {
+    ffi_boundary!({
+        let dispatcher = arg_ref!(dispatcher);
+        let reasons_out = arg_mut!(reasons_out);
+        *reasons_out = dispatcher.inner.exit_reasons().bits();
+        Ok(())
+    })
+}
+
 pub(crate) fn outcome(done: Dispatch) -> msr_filter_outcome {
     match done {
         Dispatch::NotMsr => msr_filter_outcome::NotMsr,

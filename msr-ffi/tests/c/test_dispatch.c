@@ -146,6 +146,12 @@ static void dispatching(msr_filter_dispatcher *d, struct shadow *s) {
     CHECK_OK(msr_filter_filter_decide(f, 0x474f4f00, MSR_FILTER_ACCESS_READ, &a));
     CHECK(a == MSR_FILTER_ACTION_DENY);
     msr_filter_filter_free(f);
+    /* UNKNOWN and INVAL are routed (not #GP): the VM must enable them, with FILTER. */
+    uint32_t reasons = 0;
+    CHECK_OK(msr_filter_dispatcher_exit_reasons(d, &reasons));
+    CHECK(reasons == (MSR_FILTER_EXIT_REASON_FILTER | MSR_FILTER_EXIT_REASON_UNKNOWN | MSR_FILTER_EXIT_REASON_INVAL));
+    CHECK_STATUS(msr_filter_dispatcher_exit_reasons(d, NULL), MSR_FILTER_STATUS_NULL_ARGUMENT);
+    CHECK_STATUS(msr_filter_dispatcher_exit_reasons(NULL, &reasons), MSR_FILTER_STATUS_NULL_ARGUMENT);
 
     const uint32_t FILTER = MSR_FILTER_EXIT_REASON_FILTER;
     /* unsigned long long: the kernel's __u64, which the data pointer takes. */
