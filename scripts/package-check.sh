@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
-crates=(msr-filter-core msr-filter-kvm msr-filter-cli)
+crates=(msr-filter-core msr-filter-kvm msr-filter-cli msr-filter-ffi)
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
 # A stale tmp-registry from an earlier run would serve old copies of the same versions, and so
