@@ -11,13 +11,11 @@ root=$(pwd)
 crates=(msr-filter-core msr-filter-kvm msr-filter-cli msr-filter-ffi)
 args=()
 for c in "${crates[@]}"; do args+=(-p "$c"); done
-# A stale tmp-registry from an earlier run would serve old copies of the same versions, and so
-# would cargo's extracted copies of that local registry (never refreshed for a version it has).
+# --no-verify: cargo's own check builds each package against a local registry whose crates it
+# takes for immutable, so on a machine that ran it before it links stale builds of the same
+# version. The workspace below builds and tests every package from its extracted files instead.
 rm -rf target/package
-for c in "${crates[@]}"; do
-  rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$c"-*
-done
-cargo package --allow-dirty "${args[@]}"
+cargo package --no-verify --allow-dirty "${args[@]}"
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' msr-core/Cargo.toml | head -1)
 # A fixed place: test binaries keep the CARGO_MANIFEST_DIR they were built with.

@@ -119,7 +119,9 @@ fn hostile_policy_comments_still_compile() {
         # a NUL \0 and an escape \u{1b}[2J and a bell \u{7}\n";
     let policy: Policy<16> = Policy::parse(policy_text).unwrap();
     let filter = policy.pack().unwrap().filter;
-    let dir = scratch().join("hostile");
+    // Not under `scratch()`: the other test removes that directory when it ends.
+    let dir =
+        std::env::temp_dir().join(format!("msr-filter-emit-c-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let header = c_header(&filter, "hostile", policy_text);
     assert!(!header.contains('\0') && !header.contains('\u{1b}'));

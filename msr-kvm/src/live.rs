@@ -171,8 +171,8 @@ impl<T: HandlerTable> Generational<T> {
 
     /// vCPU step: calls `f` with the table that serves an exit of `vcpu` for `access` to
     /// `index`, and its generation: the newest table with a handler for it among those the
-    /// vCPU's exit may come from; else the oldest of those, the one installed when the vCPU
-    /// entered `KVM_RUN` (whose routes then apply).
+    /// vCPU's exit may come from; else the newest installed table (whose routes then apply, and
+    /// count the exit).
     /// `None` only for a vCPU index out of range.
     #[inline]
     pub fn with_table<R>(
@@ -199,9 +199,9 @@ impl<T: HandlerTable> Generational<T> {
             );
             let last = node.generation <= epoch;
             if !node.withdrawn.load(Acquire) {
-                // The last table considered serves with a handler or its routes: no separate
-                // search (the common case: one table, one search).
-                if last || node.table.handles(index, access) {
+                // The only table considered serves with a handler or its routes, with no
+                // separate search (the common case: one table, one search).
+                if (last && fallback.is_none()) || node.table.handles(index, access) {
                     return Some(f(&node.table, node.generation));
                 }
                 fallback.get_or_insert(node);
