@@ -138,7 +138,10 @@ fn number(v: &Value, range: Option<usize>, field: &'static str) -> Result<u32, J
         field_err(
             range,
             field,
-            format!("{v} is not a 32-bit number (a JSON number or a \"0x...\" string)"),
+            format!(
+                "{} is not a 32-bit number (a JSON number or a \"0x...\" string)",
+                Quoted(&v.to_string())
+            ),
         )
     })
 }
@@ -181,7 +184,10 @@ impl RawFilterJson {
                 return Err(field_err(
                     None,
                     "default",
-                    format!("{other} is not \"allow\", \"deny\" or an integer"),
+                    format!(
+                        "{} is not \"allow\", \"deny\" or an integer",
+                        Quoted(&other.to_string())
+                    ),
                 ))
             }
         };
@@ -219,7 +225,10 @@ impl RawFilterJson {
                                 return Err(field_err(
                                     at,
                                     "flags",
-                                    format!("{item} is not \"read\" or \"write\""),
+                                    format!(
+                                        "{} is not \"read\" or \"write\"",
+                                        Quoted(&item.to_string())
+                                    ),
                                 ))
                             }
                         };
@@ -231,7 +240,10 @@ impl RawFilterJson {
                     return Err(field_err(
                         at,
                         "flags",
-                        format!("{other} is not a list of \"read\"/\"write\" or an integer"),
+                        format!(
+                            "{} is not a list of \"read\"/\"write\" or an integer",
+                            Quoted(&other.to_string())
+                        ),
                     ))
                 }
             };
@@ -462,6 +474,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!e.contains('\u{1b}') && e.contains("x\\u{1b}[2J"), "{e:?}");
+        // Found by the json_form fuzz target: a value with DEL (0x7f), which JSON does not
+        // escape, was echoed raw; every quoted value is escaped and cut now.
+        let e = RawFilterJson::parse("{\"default\": \"a|||\u{7f}||llow\", \"ranges\": []}")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains('\u{7f}') && e.contains("\\u{7f}"), "{e:?}");
+        let long = format!(
+            "{{\"default\": 0, \"ranges\": [{{\"flags\": \"{}\"}}]}}",
+            "f".repeat(5000)
+        );
+        let e = RawFilterJson::parse(&long).unwrap_err().to_string();
+        assert!(e.len() < 200 && e.contains('…'), "{e}");
     }
 
     #[test]
