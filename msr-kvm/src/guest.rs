@@ -49,6 +49,8 @@ const MAX_EXITS: usize = 16;
 const RDMSR_LOOP: u16 = 0x1020;
 const WRMSR_LOOP: u16 = 0x1030;
 const LOOP_LEN: u64 = 6;
+/// `jmp $`: a guest that stays in `KVM_RUN` until something interrupts it.
+const SPIN_CODE: u16 = 0x1040;
 
 fn loop_bytes(msr_insn: u8) -> [u8; LOOP_LEN as usize] {
     [0x0f, msr_insn, 0x4e, 0x75, 0xfb, 0xf4]
@@ -260,6 +262,8 @@ fn guest_image() -> Vec<u8> {
     mem[rd..rd + 3].copy_from_slice(&[0x0f, 0x32, 0xf4]); // rdmsr ; hlt
     let wr = usize::from(WRMSR_CODE);
     mem[wr..wr + 3].copy_from_slice(&[0x0f, 0x30, 0xf4]); // wrmsr ; hlt
+    let spin = usize::from(SPIN_CODE);
+    mem[spin..spin + 2].copy_from_slice(&[0xeb, 0xfe]); // jmp $
     for (at, insn) in [(RDMSR_LOOP, 0x32), (WRMSR_LOOP, 0x30)] {
         let at = usize::from(at);
         mem[at..at + LOOP_LEN as usize].copy_from_slice(&loop_bytes(insn));
@@ -651,6 +655,18 @@ impl GuestVcpu {
         regs.rsp = self.stack_top;
         regs.rflags = 2;
         self.vcpu.set_regs(&regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+
+    /// Runs a guest that spins (`jmp $`) inside `KVM_RUN` until a signal interrupts the ioctl
+    /// (`EINTR`, e.g. from [`VcpuKicker::kick`](crate::kick::VcpuKicker::kick)), then returns:
+    /// a vCPU "halted" in `KVM_RUN`, for testing what waits on it.
+    pub fn run_until_interrupted(&mut self) -> Result<(), HarnessError> {
+        self.enter(SPIN_CODE, MsrAccess::Read { index: 0 }, 0)?;
+        match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR => Ok(()),
+            Err(e) => Err(kvm_err("KVM_RUN")(e)),
+            Ok(other) => Err(HarnessError::UnexpectedExit(format!("{other:?}"))),
+        }
     }
 
     /// Convenience: [`GuestVm::run`] with an `on_exit` that leaves the exit

@@ -35,6 +35,7 @@ mod dispatch;
 pub mod guest;
 pub mod handlers;
 mod intercept;
+pub mod kick;
 pub mod live;
 mod lookup;
 mod sync;

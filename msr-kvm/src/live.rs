@@ -382,9 +382,9 @@ impl<T: HandlerTable> Drop for Generational<T> {
 /// The vCPU loop calls [`enter_run`](Self::enter_run) right before every `KVM_RUN` and
 /// [`dispatch`](Self::dispatch) on every exit; a vCPU thread that stops running calls
 /// [`leave_run`](Self::leave_run). A vCPU halted inside `KVM_RUN` delays the freeing of retired
-/// tables, never a replacement: [`lagging_vcpus`](Self::lagging_vcpus) names them, and a signal
-/// to the vCPU thread (with `KVM_RUN`'s `immediate_exit`, or any signal with a handler, making
-/// `KVM_RUN` return `EINTR`) lets it pass the quiescent point.
+/// tables, never a replacement: [`lagging_vcpus`](Self::lagging_vcpus) names them, and
+/// [`kick::VcpuKicker`](crate::kick::VcpuKicker) interrupts their `KVM_RUN` (`EINTR`) so that
+/// they pass the quiescent point.
 ///
 /// ```no_run
 /// use std::sync::Arc;

@@ -278,3 +278,54 @@ fn replacing_with_no_filter_and_back_keeps_the_ordering_rule() {
     let msrs = live.into_interception();
     assert!(msrs.exit_reasons().contains(MsrExitReason::Unknown));
 }
+
+/// A vCPU spinning inside `KVM_RUN` holds back the freeing of the table it entered with; a
+/// kick (`kick::VcpuKicker`) interrupts its `KVM_RUN`, it passes its quiescent point, and the
+/// table is freed.
+#[test]
+fn a_kick_lets_a_vcpu_spinning_in_kvm_run_pass_its_quiescent_point() {
+    if skip_without_kvm() {
+        return;
+    }
+    let mut g = GuestVm::new().unwrap();
+    let shared = Arc::new(Shadow::new(1, 0));
+    let msrs = MsrInterception::new(g.kvm(), g.shared_vm(), MsrExitReason::empty()).unwrap();
+    let live = LiveDispatcher::new(msrs, 1, table(0xa, &shared)).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let live = &live;
+        let vcpu = g.vcpu();
+        let spinner = s.spawn(move || {
+            let (kicker, guard) =
+                msr_filter_kvm::kick::VcpuKicker::for_current_thread(libc::SIGUSR2).unwrap();
+            live.enter_run(0);
+            tx.send(kicker).unwrap();
+            vcpu.run_until_interrupted().unwrap();
+            // Back from KVM_RUN: the quiescent point.
+            live.enter_run(0);
+            live.leave_run(0);
+            drop(guard);
+        });
+        let kicker = rx.recv().unwrap();
+        let replaced = live.replace(table(0xb, &shared)).unwrap();
+        assert_eq!(replaced.retired, 1, "the spinning vCPU holds table A");
+        assert_eq!(live.lagging_vcpus(), [0]);
+        // The replacement did not wait for it; now kick it until it has left KVM_RUN.
+        let started = Instant::now();
+        while !spinner.is_finished() {
+            assert!(kicker.kick().is_ok());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "the kick did not interrupt KVM_RUN"
+            );
+        }
+        spinner.join().unwrap();
+        assert!(
+            !kicker.kick().unwrap(),
+            "a kicker does nothing once its thread is gone"
+        );
+    });
+    assert_eq!(live.reclaim(), 0);
+    assert!(live.lagging_vcpus().is_empty());
+}
