@@ -1268,3 +1268,82 @@ fn input_is_bounded() {
     let run = msrfilter_with_stdin(&["check", "-", "--max-input-bytes", &limit], Some(policy));
     assert_eq!(run.status, 0, "exactly the limit is fine: {run:?}");
 }
+
+/// `from-kvm` prints an allow-list of this host's MSRs that is itself a policy file that packs
+/// with no lint and no exit storm; with a profile, only the MSRs both list.
+#[test]
+fn from_kvm_allow_lists_with_and_without_a_profile() {
+    if !kvm_or_skip() {
+        return;
+    }
+    let run = msrfilter(&["from-kvm"]);
+    assert_eq!(run.status, 0, "{run:?}");
+    assert!(run.stdout.contains("\ndefault deny\n"), "{run:?}");
+    let policy = msr_filter_core::Policy::<256>::parse(&run.stdout).unwrap();
+    // The lists leave out MSRs KVM keeps elsewhere (EFER) or passes to the hardware (FS_BASE):
+    // a guest needs them, so the allow-list has them.
+    for msr in [0x10, 0xc000_0080, 0xc000_0100] {
+        assert_eq!(
+            policy.decide(msr, msr_filter_core::AccessType::Read),
+            msr_filter_core::Action::Allow,
+            "{msr:#x}: {run:?}"
+        );
+    }
+    assert!(
+        run.stdout.contains("# check: no lints, no exit storms"),
+        "{run:?}"
+    );
+    let check = msrfilter_with_stdin(&["check", "-"], Some(&run.stdout));
+    assert_eq!(
+        check.status, 0,
+        "the output is a policy that packs: {check:?}"
+    );
+
+    let profile = TempPolicy::with_extension(
+        "profile",
+        "txt",
+        "IA32_TSC\n0xc0000080  # EFER\n0x12345678\n\nIA32_SYSENTER_CS\n",
+    );
+    let run = msrfilter(&["from-kvm", "--profile", profile.path()]);
+    assert_eq!(run.status, 0, "{run:?}");
+    let rules: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("allow"))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "allow rw 0x10  # IA32_TSC",
+            "allow rw 0x174  # IA32_SYSENTER_CS",
+            "allow rw 0xc0000080  # EFER"
+        ],
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("# Not on this host, so left out (1): 0x12345678"),
+        "{run:?}"
+    );
+    // The same profile as JSON.
+    let json = TempPolicy::with_extension("profile", "json", r#"[16, "EFER", "IA32_SYSENTER_CS"]"#);
+    let run2 = msrfilter(&["from-kvm", "--profile", json.path()]);
+    assert_eq!(run2.status, 0, "{run2:?}");
+    assert_eq!(
+        run2.stdout
+            .lines()
+            .filter(|l| l.starts_with("allow"))
+            .count(),
+        3,
+        "{run2:?}"
+    );
+    // A bad profile names its line.
+    let bad = TempPolicy::with_extension("profile", "txt", "IA32_TSC\nNO_SUCH_MSR\n");
+    let run = msrfilter(&["from-kvm", "--profile", bad.path()]);
+    assert_eq!(run.status, 1, "{run:?}");
+    assert!(
+        run.stderr
+            .contains(":2: `NO_SUCH_MSR` is not a known MSR name"),
+        "{run:?}"
+    );
+}

@@ -56,4 +56,4 @@ pub use parse::{
     parse_msr, parse_number, policy_text, statements, MsrText, ParseError, ParseErrorKind, Quoted,
     Span, Statement, Statements,
 };
-pub use policy::{Policy, PolicyError, PolicyView, Rule};
+pub use policy::{runs, Policy, PolicyError, PolicyView, Rule};

@@ -192,6 +192,31 @@ impl<'a, const N: usize> From<&'a Policy<N>> for PolicyView<'a> {
     }
 }
 
+/// The maximal runs of consecutive MSRs in `sorted` (ascending, each once), as inclusive
+/// `(first, last)` pairs: how an allow-list of single MSRs becomes few rules.
+///
+/// ```
+/// let runs: Vec<_> = msr_filter_core::runs(&[0x10, 0x174, 0x175, 0x176, 0xc000_0080]).collect();
+/// assert_eq!(runs, [(0x10, 0x10), (0x174, 0x176), (0xc000_0080, 0xc000_0080)]);
+/// ```
+pub fn runs(sorted: &[u32]) -> impl Iterator<Item = (u32, u32)> + '_ {
+    let mut rest = sorted;
+    core::iter::from_fn(move || {
+        let (&first, tail) = rest.split_first()?;
+        let mut last = first;
+        let mut taken = 0;
+        for &next in tail {
+            if Some(next) != last.checked_add(1) {
+                break;
+            }
+            last = next;
+            taken += 1;
+        }
+        rest = &tail[taken..];
+        Some((first, last))
+    })
+}
+
 /// A policy whose rules live elsewhere: a default action and a borrowed slice of rules, of any
 /// length. What a [`Policy<N>`] is without its capacity, as heapless's `VecView` is to its
 /// `Vec`; a host that allocates keeps its rules in a `Vec<Rule>` and borrows them here, so no

@@ -38,6 +38,7 @@ mod intercept;
 pub mod kick;
 pub mod live;
 mod lookup;
+mod msr_lists;
 mod sync;
 
 pub use dispatch::{
@@ -46,3 +47,4 @@ pub use dispatch::{
 };
 pub use intercept::{KvmError, MsrInterception};
 pub use live::{LiveDispatcher, Replaced};
+pub use msr_lists::KvmMsrLists;

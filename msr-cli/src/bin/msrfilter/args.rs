@@ -181,6 +181,30 @@ Exit status:
         /// The policy to replace it (`-` for standard input, if OLD is not).
         new: String,
     },
+    /// Print an allow-list policy of the MSRs this host's KVM supports, optionally only those a
+    /// CPU profile also lists.
+    ///
+    /// Asks /dev/kvm for KVM_GET_MSR_INDEX_LIST (the MSRs KVM saves, restores and emulates) and
+    /// KVM_GET_MSR_FEATURE_INDEX_LIST, and prints a policy: `default deny`, then `allow rw` for
+    /// each run of consecutive listed MSRs (named where known). With --profile, only the MSRs
+    /// the profile also lists are allowed, so a guest sees no host MSR the profile lacks: the
+    /// host's other MSRs fall to `default deny`, and the profile's MSRs this host does not
+    /// support are named in a comment. The x2APIC MSRs are left out (the kernel never filters
+    /// them). The policy is packed and check's verdict (ranges, bitmap bytes, lints) follows as
+    /// comments, so the whole output is a policy file.
+    #[command(after_long_help = "\
+A profile is a file of MSRs, one per line (a number, 0x hex or decimal, or a name; `#` starts a
+comment), or a JSON array of MSRs (numbers or strings).
+
+Exit status:
+  0  printed a policy that packs
+  1  the profile cannot be read or parsed, or the policy does not pack
+  2  /dev/kvm is missing or a KVM call failed; or a command-line usage error")]
+    FromKvm {
+        /// A CPU profile's MSRs: allow only the MSRs both it and this host list.
+        #[arg(long, value_name = "FILE")]
+        profile: Option<String>,
+    },
     /// Install the packed filter in a real KVM VM and check the kernel decides as the model does.
     ///
     /// Creates a one-vCPU guest, enables user-space MSR exits for FILTER only, installs the

@@ -13,6 +13,7 @@ mod args;
 mod check;
 mod demo;
 mod diff;
+mod from_kvm;
 mod load;
 mod pack;
 mod raw;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         Command::Pack { policy, emit, name } => pack::pack(&policy, emit, name.as_deref()),
         Command::Diff { old, new } => diff::diff(&old, &new),
         Command::Verify { policy, verbose } => verify::verify(&policy, verbose),
+        Command::FromKvm { profile } => from_kvm::from_kvm(profile.as_deref()),
         Command::Demo { swap: true, .. } => swap::demo_swap(),
         Command::Demo {
             policy,
