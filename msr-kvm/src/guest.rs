@@ -446,6 +446,11 @@ impl fmt::Debug for GuestVcpu {
 }
 
 impl GuestVcpu {
+    /// The vCPU's fd, e.g. for a [`LearnerVcpu`](crate::learn::LearnerVcpu).
+    pub fn fd(&self) -> &VcpuFd {
+        &self.vcpu
+    }
+
     /// vCPU `id` of `vm`, in real mode with flat 64 KiB segments and its own stack.
     fn new(vm: &VmFd, id: u32) -> Result<GuestVcpu, HarnessError> {
         let vcpu = vm

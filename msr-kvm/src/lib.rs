@@ -36,6 +36,7 @@ pub mod guest;
 pub mod handlers;
 mod intercept;
 pub mod kick;
+pub mod learn;
 pub mod live;
 mod lookup;
 mod msr_lists;
