@@ -188,7 +188,7 @@ pub struct Learned {
     seen: BTreeMap<(u32, AccessType), Observation>,
 }
 
-/// A learned allow-list: the policy, its text, and the merges packing needed.
+/// A learned allow-list: the policy, its text, and its packed filter.
 #[derive(Clone, Debug)]
 pub struct LearnedPolicy {
     /// The rules, `default deny` before them.
@@ -197,9 +197,6 @@ pub struct LearnedPolicy {
     pub text: String,
     /// The packed filter.
     pub packed: Packed,
-    /// Gaps between allowed runs that were allowed too so the policy fits 16 ranges
-    /// (`(first, last)` of each gap, MSRs the guest never touched); empty when none was needed.
-    pub merged_gaps: Vec<(u32, u32)>,
 }
 
 impl Learned {
@@ -233,9 +230,13 @@ impl Learned {
 
     /// The allow-list: `default deny`, then an allow rule per run of observed MSRs for each
     /// access that KVM completed at least once (an access KVM always refused stays denied: the
-    /// guest got #GP for it under learning too). If the rules need more than 16 ranges, the
-    /// closest neighbouring runs are joined (allowing the MSRs between them) until they fit;
-    /// [`LearnedPolicy::merged_gaps`] says which.
+    /// guest got #GP for it under learning too).
+    ///
+    /// Packing bridges the gaps between nearby runs with denying bitmap bits, so the MSRs the
+    /// guest never touched stay denied. Observations in more regions than 16 ranges can reach
+    /// (regions over 0x3000 MSRs apart) cannot be an exact allow-list: the packer's
+    /// `TooManyRanges` (with its proven bound) is returned rather than a policy that allows
+    /// whole gaps, which would need more ranges, not fewer.
     pub fn policy(&self) -> Result<LearnedPolicy, PackError> {
         let allowed = |access: AccessType| -> Vec<u32> {
             self.seen
@@ -250,52 +251,21 @@ impl Learned {
         for (list, access) in [(&reads, Access::READ), (&writes, Access::WRITE)] {
             spans.extend(runs(list).map(|(f, l)| (f, l, access)));
         }
-        let mut merged_gaps = Vec::new();
-        loop {
-            let rules = to_rules(&spans);
-            let view = PolicyView::new(Action::Deny, &rules).expect("rules are well formed");
-            match view.pack() {
-                Ok(packed) => {
-                    let text = self.text(&rules, &merged_gaps);
-                    return Ok(LearnedPolicy {
-                        rules,
-                        text,
-                        packed,
-                        merged_gaps,
-                    });
-                }
-                Err(PackError::TooManyRanges { .. }) if spans.len() > 1 => {
-                    // Join the two runs (of any access) with the smallest gap between them.
-                    spans.sort_by_key(|&(f, _, _)| f);
-                    let (k, gap) = spans
-                        .windows(2)
-                        .enumerate()
-                        .map(|(k, w)| (k, w[1].0.saturating_sub(w[0].1)))
-                        .min_by_key(|&(_, gap)| gap)
-                        .expect("two spans at least");
-                    let (a, b) = (spans[k], spans[k + 1]);
-                    if gap > 1 {
-                        merged_gaps.push((a.1 + 1, b.0 - 1));
-                    }
-                    spans[k] = (a.0, a.1.max(b.1), a.2 | b.2);
-                    spans.remove(k + 1);
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let rules = to_rules(&spans);
+        let view = PolicyView::new(Action::Deny, &rules).expect("rules are well formed");
+        let packed = view.pack()?;
+        let text = self.text(&rules);
+        Ok(LearnedPolicy {
+            rules,
+            text,
+            packed,
+        })
     }
 
-    fn text(&self, rules: &[Rule], merged_gaps: &[(u32, u32)]) -> String {
-        let mut text =
-            String::from("# Learned by msr-filter's learning mode: the MSRs the guest used.\n");
-        for &(first, last) in merged_gaps {
-            let _ = writeln!(
-                text,
-                "# Merged to fit 16 ranges: {first:#x}-{last:#x} ({} MSRs the guest never used) allowed too.",
-                u64::from(last - first) + 1
-            );
-        }
-        text.push_str("default deny\n");
+    fn text(&self, rules: &[Rule]) -> String {
+        let mut text = String::from(
+            "# Learned by msr-filter's learning mode: the MSRs the guest used.\ndefault deny\n",
+        );
         for rule in rules {
             let _ = write!(text, "{rule}");
             let mut notes = Vec::new();
@@ -339,4 +309,83 @@ fn to_rules(spans: &[(u32, u32, Access)]) -> Vec<Rule> {
         }
     }
     rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(count: u64, faults: u64) -> Observation {
+        Observation {
+            count,
+            first_value: 0,
+            faults,
+        }
+    }
+
+    #[test]
+    fn the_policy_allows_what_kvm_completed_and_nothing_between() {
+        let mut learned = Learned::new();
+        // 200 MSRs spread over a few regions; one always refused.
+        for k in 0..200u32 {
+            learned.add(0x4000_0000 + 7 * k, AccessType::Read, seen(3, 0));
+        }
+        learned.add(0x4000_0001, AccessType::Read, seen(2, 2));
+        learned.add(0x10, AccessType::Write, seen(1, 0));
+        let policy = learned.policy().unwrap();
+        let filter = &policy.packed.filter;
+        assert!(filter.range_count() <= 2, "{filter:?}");
+        for k in 0..200u32 {
+            assert_eq!(
+                filter.decide(0x4000_0000 + 7 * k, AccessType::Read),
+                Action::Allow
+            );
+            assert_eq!(
+                filter.decide(0x4000_0003 + 7 * k, AccessType::Read),
+                Action::Deny
+            );
+        }
+        assert_eq!(filter.decide(0x10, AccessType::Write), Action::Allow);
+        assert_eq!(filter.decide(0x10, AccessType::Read), Action::Deny);
+        assert_eq!(
+            filter.decide(0x4000_0001, AccessType::Read),
+            Action::Deny,
+            "KVM refused every access: it stays denied"
+        );
+        // The text is the policy.
+        let parsed: Policy<256> = Policy::parse(&policy.text).unwrap();
+        assert_eq!(parsed.rules(), &policy.rules[..]);
+        // More far-apart regions than 16 ranges reach: refused with the packer's bound.
+        let mut spread = Learned::new();
+        for k in 0..20u32 {
+            spread.add(k * 0x10_0000, AccessType::Read, seen(1, 0));
+        }
+        assert!(matches!(
+            spread.policy(),
+            Err(PackError::TooManyRanges { .. })
+        ));
+    }
+
+    #[test]
+    fn runs_of_vcpus_merge_as_a_union() {
+        let mut a = Learned::new();
+        a.add(0x10, AccessType::Read, seen(1, 0));
+        let mut b = Learned::new();
+        b.add(0x10, AccessType::Read, seen(2, 0));
+        b.add(0x11, AccessType::Write, seen(1, 0));
+        for (i, acc, o) in b.observations().collect::<Vec<_>>() {
+            a.add(i, acc, o);
+        }
+        let all: Vec<_> = a
+            .observations()
+            .map(|(i, acc, o)| (i, acc, o.count))
+            .collect();
+        assert_eq!(
+            all,
+            [(0x10, AccessType::Read, 3), (0x11, AccessType::Write, 1)]
+        );
+        let p = a.policy().unwrap();
+        assert!(p.text.contains("allow r 0x10"), "{}", p.text);
+        assert!(p.text.contains("allow w 0x11"), "{}", p.text);
+    }
 }
