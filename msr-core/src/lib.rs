@@ -49,6 +49,6 @@ pub use diff::{diff, Change, Diff};
 pub use filter::{
     Decider, Explanation, Filter, InvalidFilter, Lint, Lints, Range, RawFilter, RawRange,
 };
-pub use pack::{PackError, Packed};
+pub use pack::{pack_rules, scratch_len, Needed, PackError, Packed};
 pub use parse::{parse_msr, parse_number, MsrText, ParseError, ParseErrorKind};
 pub use policy::{Policy, PolicyError, Rule};
