@@ -412,6 +412,23 @@ impl Lookup {
     }
 }
 
+/// Sets bits `from..to` of a bitmap, a word at a time.
+fn set_bits(bitmap: &mut [u64], from: u32, to: u32) {
+    let mut bit = from;
+    while bit < to {
+        let word = (bit / 64) as usize;
+        let low = bit % 64;
+        let count = (to - bit).min(64 - low);
+        let mask = if count == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << count) - 1) << low
+        };
+        bitmap[word] |= mask;
+        bit += count;
+    }
+}
+
 /// The kernel's linear scan: the first slot whose range matches.
 fn scan(ranges: &[Range; MAX_RANGES], index: u32, access: AccessType) -> Option<usize> {
     ranges.iter().position(|r| r.matches(index, access))
@@ -540,9 +557,7 @@ impl Filter {
                 let (action, len) = segment(slot, base + offset);
                 let len = len.clamp(1, nmsrs - offset);
                 if action == Action::Allow {
-                    for bit in offset..offset + len {
-                        out.bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
-                    }
+                    set_bits(&mut out.bitmap, offset, offset + len);
                 }
                 offset += len;
             }

@@ -34,22 +34,27 @@
 //! the end of the piece (which is the next piece's boundary), at another change (they merge;
 //! a run closed and reopened there merges, which subadditivity makes no dearer), or at a point
 //! `m = s + 64 k` where `s` is the start of a run closed at `m`. If nothing closes, the change
-//! moves to the piece's end; in a *free* piece any set is valid, so closes can also move to its
-//! start and opens to its end: free pieces need no change points but their start. Run starts
-//! are change points, so by induction every change point inside a needed piece `[p0, p1)` is
-//! congruent mod 64 to `p0` or to the start of a run open at `p0`. The search tries all of
-//! them: with at most 16 ranges there are at most `16 L / 64 = 3072` word steps of needed MSRs
-//! per residue.
+//! moves to the piece's end. In a *free* piece any set is valid, so its closes move to its
+//! start and its opens to its end: a free gap needs no change point; the next needed piece's
+//! first change point closes runs at the gap's start (possibly restarting a family there: a
+//! run closed at the gap's start and another opened after it). Run starts are change points,
+//! so by induction every change point inside a needed piece `[p0, p1)` is congruent mod 64 to
+//! `p0` or to the start of a run open at `p0`. The search tries all of them: the search runs
+//! only below a lower bound of 64 ranges, so there are at most `64 L / 64` word steps of
+//! needed MSRs per residue.
 //!
 //! # The program
-//! A state is the set of open runs with their starts and the cost of the runs closed so far.
-//! State `A` dominates `B` at position `x` when `cost(A) + sum pen(F) <= cost(B)`, where for
-//! each family `F`: open in both with `A`'s run starting no earlier: 0; open in both, `A`'s
-//! earlier: `c(s_B - s_A)` (subadditivity: `c(e - s_A) <= c(e - s_B) + c(s_B - s_A)`); open in
-//! `A` only: `c(x - s_A)` (close it now); open in `B` only: 0 (`A` opens it now, a shorter
-//! run). Then `A` can follow any future of `B` at no more cost, so dropping `B` keeps the
-//! optimum. The program is exact unless a layer overflows [`MAX_STATES`], which
-//! [`Solution::exact`] reports.
+//! A state, at a change point `x` before the set from `x` on is chosen, is the set of open runs
+//! with their starts and the cost of the runs closed so far. Every run of the cluster closes
+//! by the cluster's end `E`. State `A` can follow any future of state `B` at no more cost when
+//! `cost(A) + sum over families of pen(F) <= cost(B)`, where: `F` open in both: the most
+//! `c(e - s_A) - c(e - s_B)` can be for a closing point `e` in `[x, E]` (computed exactly per
+//! component from quotients and remainders, negative when `A`'s run starts later); open in `A`
+//! only: `c(x - s_A)` (`A` closes it at `x`); open in `B` only: the most `c(e - x) - c(e - s_B)`
+//! can be (`A` opens it at `x`). Costs add per component and compare as (ranges, bytes), so the
+//! sum bounds `A`'s cost in every future; dropping `B` keeps the optimum. The program is exact
+//! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports; in practice
+//! layers hold a handful of states.
 
 use crate::Action;
 
@@ -58,14 +63,41 @@ use super::{Class, Cost, Family, Geometry, Run, Solution, Target, MAX_RANGES};
 /// Live states kept per change point.
 pub(crate) const MAX_STATES: usize = 96;
 
-#[derive(Clone, Debug)]
-struct State {
+/// A position with its quotient and remainder by the range limit `L` (index 0) and by the
+/// bitmap word (index 1), so that the dominance test needs no division.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pos {
+    at: u64,
+    q: [u32; 2],
+    r: [u32; 2],
+}
+
+impl Pos {
+    fn new(at: u64, geo: Geometry) -> Pos {
+        let k = geo.moduli();
+        // Positions are below 2^33, the moduli at least 1: quotients and remainders fit.
+        Pos {
+            at,
+            q: [(at / k[0]) as u32, (at / k[1]) as u32],
+            r: [(at % k[0]) as u32, (at % k[1]) as u32],
+        }
+    }
+}
+
+/// What the program compares of a state.
+#[derive(Clone, Copy, Debug)]
+struct Key {
     /// Bit `f` set: family `f` has an open run.
     open: u8,
     /// Start of each open run.
-    starts: [u64; 3],
+    starts: [Pos; 3],
     /// Cost of the runs closed so far.
     cost: Cost,
+}
+
+#[derive(Clone, Debug)]
+struct State {
+    key: Key,
     /// The ranges of the runs closed so far (the first 16).
     runs: heapless::Vec<Run, MAX_RANGES>,
 }
@@ -91,98 +123,128 @@ impl Cost {
     }
 }
 
+impl Geometry {
+    /// The two granularities of `c`: the range limit and the bitmap word.
+    fn moduli(&self) -> [u64; 2] {
+        [u64::from(self.max_nmsrs), u64::from(self.word_bits)]
+    }
+}
+
 /// The most `ceil((e - a) / k) - ceil((e - b) / k)` can be for `e` in `[lo, hi]` (`lo` after
-/// both `a` and `b`); for `a > b` a bound: `-floor((a - b) / k)`.
+/// both `a` and `b`); for `a > b` a bound: `-floor((a - b) / k)`. `k` is modulus `m` of the
+/// geometry; the quotients and remainders come with the positions.
 ///
 /// For `a <= b`, `d = b - a`: with `v = e - b`, the difference counts the multiples of `k` in
 /// `[v, v + d)`, i.e. `floor(d / k)` plus one exactly when `(v - 1) mod k >= k - d mod k`.
-fn step_gap(a: u64, b: u64, lo: u64, hi: u64, k: u64) -> i64 {
-    if a > b {
-        return -(((a - b) / k) as i64);
+fn step_gap(a: &Pos, b: &Pos, lo: &Pos, hi: u64, m: usize, k: u64) -> i64 {
+    // floor((x - y) / k) and (x - y) mod k for x >= y, from quotients and remainders.
+    let split = |x: &Pos, y: &Pos| -> (u64, u64) {
+        let (xq, yq, xr, yr) = (
+            u64::from(x.q[m]),
+            u64::from(y.q[m]),
+            u64::from(x.r[m]),
+            u64::from(y.r[m]),
+        );
+        if xr >= yr {
+            (xq - yq, xr - yr)
+        } else {
+            (xq - yq - 1, xr + k - yr)
+        }
+    };
+    if a.at > b.at {
+        return -(split(a, b).0 as i64);
     }
-    let d = b - a;
-    let (whole, part) = ((d / k) as i64, d % k);
+    let (whole, part) = split(b, a);
     if part == 0 {
-        return whole;
+        return whole as i64;
     }
-    let first = lo - b - 1; // the smallest v - 1
-    let reaches = if hi - lo + 1 >= k {
+    let first = lo.at - b.at - 1; // the smallest v - 1
+    let reaches = if hi - lo.at + 1 >= k {
         true
     } else {
-        let r = first % k;
-        r >= k - part || first + (k - part - r) < hi - b
+        // first mod k
+        let r = match split(lo, b).1 {
+            0 => k - 1,
+            r => r - 1,
+        };
+        r >= k - part || first + (k - part - r) < hi - b.at
     };
-    whole + i64::from(reaches)
-}
-
-/// A bound on `c(e - a) - c(e - b)` for closing points `e` in `[lo, hi]`, per component.
-fn run_gap(a: u64, b: u64, lo: u64, hi: u64, geo: Geometry) -> [i64; 2] {
-    [
-        step_gap(a, b, lo, hi, u64::from(geo.max_nmsrs)),
-        i64::from(geo.word_bytes) * step_gap(a, b, lo, hi, u64::from(geo.word_bits)),
-    ]
-}
-
-fn add(a: [i64; 2], b: [i64; 2]) -> [i64; 2] {
-    [a[0] + b[0], a[1] + b[1]]
+    whole as i64 + i64::from(reaches)
 }
 
 /// Whether `a` can follow every future of `b` from change point `at` at no more cost, in a
 /// cluster whose runs all close by `end`: `a` keeps the runs both have open (its run from
-/// `s_a` instead of `s_b` costs at most [`run_gap`] more, a negative amount when it starts
+/// `s_a` instead of `s_b` costs at most [`step_gap`] more per component, a negative amount when it starts
 /// later), closes at `at` the runs only it has (`c(at - s_a)`), and opens at `at` the runs only
 /// `b` has (a run from `at` instead of `s_b`, no dearer). If the sum of its cost and those
 /// amounts is no more than `b`'s cost (compared as (ranges, bytes), after adding per component),
 /// dropping `b` keeps the optimum.
-fn dominates(a: &State, b: &State, at: u64, end: u64, geo: Geometry) -> bool {
-    let mut t = [i64::from(a.cost.ranges), i64::from(a.cost.bytes)];
+fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
+    // Ranges first: they decide unless equal (the order is lexicographic).
+    let mut ranges = i64::from(a.cost.ranges);
+    let k = geo.moduli();
     for f in 0..3 {
         let bit = 1 << f;
-        match (a.open & bit != 0, b.open & bit != 0) {
-            (true, true) => t = add(t, run_gap(a.starts[f], b.starts[f], at, end, geo)),
-            (true, false) => {
-                let c = geo.run_cost(at - a.starts[f]);
-                t = add(t, [i64::from(c.ranges), i64::from(c.bytes)]);
-            }
-            (false, true) => t = add(t, run_gap(at, b.starts[f], at, end, geo)),
-            (false, false) => {}
-        }
+        ranges += match (a.open & bit != 0, b.open & bit != 0) {
+            (true, true) => step_gap(&a.starts[f], &b.starts[f], at, end, 0, k[0]),
+            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).ranges),
+            (false, true) => step_gap(at, &b.starts[f], at, end, 0, k[0]),
+            (false, false) => 0,
+        };
     }
-    t <= [i64::from(b.cost.ranges), i64::from(b.cost.bytes)]
+    let limit = i64::from(b.cost.ranges);
+    if ranges != limit {
+        return ranges < limit;
+    }
+    let mut bytes = i64::from(a.cost.bytes);
+    let word = i64::from(geo.word_bytes);
+    for f in 0..3 {
+        let bit = 1 << f;
+        bytes += match (a.open & bit != 0, b.open & bit != 0) {
+            (true, true) => word * step_gap(&a.starts[f], &b.starts[f], at, end, 1, k[1]),
+            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).bytes),
+            (false, true) => word * step_gap(at, &b.starts[f], at, end, 1, k[1]),
+            (false, false) => 0,
+        };
+    }
+    bytes <= i64::from(b.cost.bytes)
 }
 
-/// Adds `new` to `layer` unless a state there dominates it, dropping those it dominates.
-/// Returns false when the layer was full and a state was lost.
-fn insert(layer: &mut Layer, new: State, (at, end): (u64, u64), geo: Geometry) -> bool {
-    if layer.iter().any(|s| dominates(s, &new, at, end, geo)) {
-        return true;
+/// Whether a state of `layer` dominates `key`; if not, drops those `key` dominates and makes
+/// room for it. Returns (whether to insert, whether the layer stayed exact).
+fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
+    if layer.iter().any(|s| dominates(&s.key, key, at, end, geo)) {
+        return (false, true);
     }
-    layer.retain(|s| !dominates(&new, s, at, end, geo));
-    match layer.push(new) {
-        Ok(()) => true,
-        Err(new) => {
-            if let Some((worst, _)) = layer.iter().enumerate().max_by_key(|(_, s)| s.cost) {
-                if new.cost < layer[worst].cost {
-                    layer[worst] = new;
-                }
-            }
-            false
+    layer.retain(|s| !dominates(key, &s.key, at, end, geo));
+    if !layer.is_full() {
+        return (true, true);
+    }
+    // Full: keep the cheaper of the new state and the worst one.
+    if let Some((worst, _)) = layer.iter().enumerate().max_by_key(|(_, s)| s.key.cost) {
+        if key.cost < layer[worst].key.cost {
+            layer.swap_remove(worst);
+            return (true, false);
         }
     }
+    (false, false)
 }
 
-/// Closes the run of family `f` at `end`: adds its cost and its ranges.
-fn close(state: &mut State, f: usize, end: u64, geo: Geometry) {
-    let start = state.starts[f];
-    state.cost = state.cost.plus(geo.run_cost(end - start));
-    state.open &= !(1 << f);
+/// The ranges of a run of family `f` over `[start, end)`, cut every `L` MSRs from its start.
+fn push_ranges(
+    runs: &mut heapless::Vec<Run, MAX_RANGES>,
+    f: usize,
+    start: u64,
+    end: u64,
+    geo: Geometry,
+) {
     let family = Family::ALL[f];
     let limit = u64::from(geo.max_nmsrs);
     let mut first = start;
     while first < end {
         let last = (first + limit).min(end) - 1;
         // Past 16 ranges the packing fails anyway; only the count matters then.
-        let _ = state.runs.push(Run {
+        let _ = runs.push(Run {
             family,
             first: first as u32,
             last: last as u32,
@@ -193,33 +255,59 @@ fn close(state: &mut State, f: usize, end: u64, geo: Geometry) {
 
 /// Moves every state from `from` (at change point `at`, its set not yet chosen) to `to` (at
 /// the next change point `next`): each may switch to any set `sets` allows (given its open
-/// set), closing and opening runs at `at`.
+/// set), closing runs at `close_at` (`at`, or the start of the free gap before it) and opening
+/// runs at `at`.
 fn step(
     from: &Layer,
     to: &mut Layer,
-    (at, next, end): (u64, u64, u64),
+    (close_at, at, next, end): (u64, u64, u64, u64),
     geo: Geometry,
     sets: impl Fn(u8) -> u8,
 ) -> bool {
     let mut exact = true;
     to.clear();
+    let (open_at, next) = (Pos::new(at, geo), Pos::new(next, geo));
     for state in from.iter() {
-        let allowed = sets(state.open);
+        let allowed = sets(state.key.open);
+        let old = state.key.open;
         for set in 0u8..8 {
             if allowed & (1 << set) == 0 {
                 continue;
             }
-            let mut new = state.clone();
-            for f in 0..3 {
-                let bit = 1 << f;
-                if state.open & bit != 0 && set & bit == 0 {
-                    close(&mut new, f, at, geo);
-                } else if state.open & bit == 0 && set & bit != 0 {
-                    new.starts[f] = at;
-                    new.open |= bit;
+            // Runs kept in the set may also end at `close_at` and start again at `at`, when a
+            // free gap lies between.
+            let restartable = if close_at < at { old & set } else { 0 };
+            let mut restart = restartable;
+            loop {
+                let closing = old & !(set & !restart);
+                let opening = set & !(old & !restart);
+                let mut key = state.key;
+                for f in 0..3 {
+                    let bit = 1 << f;
+                    if closing & bit != 0 {
+                        key.cost = key.cost.plus(geo.run_cost(close_at - key.starts[f].at));
+                    }
+                    if opening & bit != 0 {
+                        key.starts[f] = open_at;
+                    }
                 }
+                key.open = set;
+                let (insert, kept_all) = admit(to, &key, (&next, end), geo);
+                exact &= kept_all;
+                if insert {
+                    let mut runs = state.runs.clone();
+                    for f in 0..3 {
+                        if closing & (1 << f) != 0 {
+                            push_ranges(&mut runs, f, state.key.starts[f].at, close_at, geo);
+                        }
+                    }
+                    let _ = to.push(State { key, runs });
+                }
+                if restart == 0 {
+                    break;
+                }
+                restart = (restart - 1) & restartable;
             }
-            exact &= insert(to, new, (next, end), geo);
         }
     }
     exact
@@ -240,70 +328,80 @@ fn valid_sets(class: Class) -> u8 {
 struct Cluster {
     /// Where the cluster's last needed MSR ends: every run closes by then.
     end: u64,
-    layer: Layer,
-    spare: Layer,
+    /// The current layer and the one being built (flipped, never moved: each is 27 KiB).
+    layers: [Layer; 2],
+    current: usize,
     exact: bool,
+    /// The end of the last needed piece so far.
+    last_end: u64,
 }
 
 impl Cluster {
-    fn new(end: u64) -> Cluster {
-        let mut layer = Layer::new();
-        let _ = layer.push(State {
-            open: 0,
-            starts: [0; 3],
-            cost: Cost::default(),
+    fn new() -> Cluster {
+        Cluster {
+            end: 0,
+            layers: [Layer::new(), Layer::new()],
+            current: 0,
+            exact: true,
+            last_end: 0,
+        }
+    }
+
+    /// Starts a cluster whose needed MSRs start at `first` and end at `end`.
+    fn reset(&mut self, first: u64, end: u64) {
+        self.end = end;
+        self.exact = true;
+        self.current = 0;
+        self.last_end = first;
+        self.layers[1].clear();
+        self.layers[0].clear();
+        let _ = self.layers[0].push(State {
+            key: Key {
+                open: 0,
+                starts: [Pos::default(); 3],
+                cost: Cost::default(),
+            },
             runs: heapless::Vec::new(),
         });
-        Cluster {
-            end,
-            layer,
-            spare: Layer::new(),
-            exact: true,
-        }
     }
 
-    fn advance(&mut self, at: u64, next: u64, geo: Geometry, sets: impl Fn(u8) -> u8) {
-        self.exact &= step(
-            &self.layer,
-            &mut self.spare,
-            (at, next, self.end),
-            geo,
-            sets,
-        );
-        core::mem::swap(&mut self.layer, &mut self.spare);
+    fn layer(&self) -> &Layer {
+        &self.layers[self.current]
     }
 
-    /// A free piece `[p0, p1)`: runs may close at its start.
-    fn free(&mut self, p0: u64, p1: u64, geo: Geometry) {
-        if p0 >= self.end {
-            return; // past the cluster: its runs close at its end
-        }
-        // Every subset of the open set.
-        self.advance(p0, p1, geo, |open| {
-            let mut mask = 0u8;
-            for set in 0u8..8 {
-                if set & !open == 0 {
-                    mask |= 1 << set;
-                }
-            }
-            mask
-        });
+    fn advance(
+        &mut self,
+        (close_at, at, next): (u64, u64, u64),
+        geo: Geometry,
+        sets: impl Fn(u8) -> u8,
+    ) {
+        let [first, second] = &mut self.layers;
+        let (from, to) = if self.current == 0 {
+            (&*first, second)
+        } else {
+            (&*second, first)
+        };
+        self.exact &= step(from, to, (close_at, at, next, self.end), geo, sets);
+        self.current ^= 1;
     }
 
-    /// A needed piece `[p0, p1)` of `class`.
+    /// A needed piece `[p0, p1)` of `class`. A free gap before it needs no step of its own:
+    /// runs that end in it close at its start (the end of the last needed piece), which is
+    /// never dearer than closing later, and runs open only at a needed piece.
     fn needed(&mut self, p0: u64, p1: u64, class: Class, geo: Geometry) {
         let sets = valid_sets(class);
         let w = u64::from(geo.word_bits);
         // Residues (mod the word) of the change points inside the piece: the piece's start and
         // the starts of the runs open at it.
         let mut residues = 1u64 << (p0 % w);
-        for s in self.layer.iter() {
+        for s in self.layer().iter() {
             for f in 0..3 {
-                if s.open & (1 << f) != 0 {
-                    residues |= 1 << (s.starts[f] % w);
+                if s.key.open & (1 << f) != 0 {
+                    residues |= 1 << s.key.starts[f].r[1];
                 }
             }
         }
+        let mut close_at = self.last_end;
         let mut at = p0;
         let mut block = p0 - p0 % w;
         while block < p1 {
@@ -312,39 +410,45 @@ impl Cluster {
                 let m = block + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
                 if m > at && m < p1 {
-                    self.advance(at, m, geo, |_| sets);
-                    at = m;
+                    self.advance((close_at, at, m), geo, |_| sets);
+                    (close_at, at) = (m, m);
                 }
             }
             block += w;
         }
-        self.advance(at, p1, geo, |_| sets);
+        self.advance((close_at, at, p1), geo, |_| sets);
+        self.last_end = p1;
     }
 
     /// Closes every run at `end` and returns the cheapest state.
-    fn finish(&self, end: u64, geo: Geometry) -> State {
-        let mut best: Option<State> = None;
-        for state in self.layer.iter() {
-            let mut done = state.clone();
+    fn finish(&self, end: u64, geo: Geometry) -> (Cost, heapless::Vec<Run, MAX_RANGES>) {
+        let mut best: Option<(Cost, &State)> = None;
+        for state in self.layer().iter() {
+            let mut cost = state.key.cost;
             for f in 0..3 {
-                if done.open & (1 << f) != 0 {
-                    close(&mut done, f, end, geo);
+                if state.key.open & (1 << f) != 0 {
+                    cost = cost.plus(geo.run_cost(end - state.key.starts[f].at));
                 }
             }
-            if best.as_ref().is_none_or(|b| done.cost < b.cost) {
-                best = Some(done);
+            if best.is_none_or(|(b, _)| cost < b) {
+                best = Some((cost, state));
             }
         }
         // The layer always holds a state: every needed piece admits all three families.
-        best.unwrap_or(State {
-            open: 0,
-            starts: [0; 3],
-            cost: Cost {
+        let Some((cost, state)) = best else {
+            let cost = Cost {
                 ranges: u32::MAX / 2,
                 bytes: 0,
-            },
-            runs: heapless::Vec::new(),
-        })
+            };
+            return (cost, heapless::Vec::new());
+        };
+        let mut runs = state.runs.clone();
+        for f in 0..3 {
+            if state.key.open & (1 << f) != 0 {
+                push_ranges(&mut runs, f, state.key.starts[f].at, end, geo);
+            }
+        }
+        (cost, runs)
     }
 }
 
@@ -435,35 +539,34 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
         searched: true,
         lower,
     };
-    let mut cluster: Option<Cluster> = None;
+    let mut cluster = Cluster::new();
+    let mut active = false;
     let mut last_need_end = 0u64;
     let finish = |c: &Cluster, end: u64, total: &mut Solution| {
-        let best = c.finish(end, geo);
-        total.cost = total.cost.plus(best.cost);
+        let (cost, runs) = c.finish(end, geo);
+        total.cost = total.cost.plus(cost);
         total.exact &= c.exact;
-        for run in best.runs {
+        for run in runs {
             let _ = total.runs.push(run);
         }
     };
     pieces(target, default, |p0, p1, class| {
         if class == Class::Free {
-            if let Some(c) = cluster.as_mut() {
-                c.free(p0, p1, geo);
-            }
             return;
         }
-        if cluster.is_some() && p0 - last_need_end >= limit {
-            if let Some(c) = cluster.take() {
-                finish(&c, last_need_end, &mut total);
-            }
+        if active && p0 - last_need_end >= limit {
+            finish(&cluster, last_need_end, &mut total);
+            active = false;
         }
-        let c =
-            cluster.get_or_insert_with(|| Cluster::new(cluster_end(target, default, p0, limit)));
-        c.needed(p0, p1, class, geo);
+        if !active {
+            cluster.reset(p0, cluster_end(target, default, p0, limit));
+            active = true;
+        }
+        cluster.needed(p0, p1, class, geo);
         last_need_end = p1;
     });
-    if let Some(c) = cluster.take() {
-        finish(&c, last_need_end, &mut total);
+    if active {
+        finish(&cluster, last_need_end, &mut total);
     }
     if total.cost.ranges == 0 && default == Action::Deny {
         // The kernel refuses DEFAULT_DENY without ranges: add one that denies MSR 0, which the

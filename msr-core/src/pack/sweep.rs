@@ -8,6 +8,8 @@
 //! O(n log n) for the sort plus O(n α(n)) for the painting, and needs no allocation: the caller
 //! lends [`scratch_len`] words.
 
+use core::cell::Cell;
+
 use crate::abi;
 use crate::{AccessType, Action, Rule};
 
@@ -32,6 +34,9 @@ pub(crate) struct Sweep<'a> {
     starts: &'a [u32],
     /// Per access type, per interval: the deciding rule + 1, or 0 where no rule covers it.
     deciding: [&'a [u32]; 2],
+    /// The interval found last: the packer asks about consecutive MSRs, so it is usually the
+    /// one asked for, or the next.
+    hint: Cell<usize>,
 }
 
 impl<'a> Sweep<'a> {
@@ -106,11 +111,26 @@ impl<'a> Sweep<'a> {
             default,
             starts: coords,
             deciding: [&read[..m], &write[..m]],
+            hint: Cell::new(0),
         }
     }
 
+    /// The interval holding `index` (`starts[i] <= index < starts[i + 1]`).
     fn interval(&self, index: u32) -> usize {
-        self.starts.partition_point(|&c| c <= index) - 1
+        let within = |i: usize| {
+            self.starts.get(i).is_some_and(|&c| c <= index)
+                && self.starts.get(i + 1).is_none_or(|&c| index < c)
+        };
+        let hint = self.hint.get();
+        let i = if within(hint) {
+            hint
+        } else if within(hint + 1) {
+            hint + 1
+        } else {
+            self.starts.partition_point(|&c| c <= index) - 1
+        };
+        self.hint.set(i);
+        i
     }
 
     /// The policy's decision (allow for x2APIC MSRs).
@@ -142,9 +162,11 @@ impl Target for Sweep<'_> {
     }
 
     fn next_boundary(&self, x: u64) -> u64 {
-        let k = self.starts.partition_point(|&c| u64::from(c) <= x);
+        let Ok(index) = u32::try_from(x) else {
+            return 1 << 32;
+        };
         self.starts
-            .get(k)
+            .get(self.interval(index) + 1)
             .map_or(1 << 32, |&c| u64::from(c))
             .min(self.end())
     }
