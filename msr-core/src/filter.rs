@@ -712,31 +712,26 @@ impl Filter {
         }
         let t = access as usize;
         match self.lookup.shape {
-            Shape::Scan { len: 0 } => self.default,
-            Shape::Scan { len: 1 } => {
-                // One range: its extent for this access (0 MSRs if its flags lack it), picked
-                // without a load that depends on the access.
+            // One range (or none: then its entry covers no MSR). The branch on the shape is
+            // the same for every lookup, so the processor predicts it.
+            Shape::Scan { len: 0 | 1 } => {
                 let r = &self.lookup.scan[0];
-                let (read, write) = (
-                    r.flags & abi::RANGE_READ != 0,
-                    r.flags & abi::RANGE_WRITE != 0,
-                );
-                let covers = if access == AccessType::Read {
-                    read
-                } else {
-                    write
-                };
                 let offset = index.wrapping_sub(r.base);
-                if offset < r.nmsrs && covers {
+                if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
                     self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset)
                 } else {
                     self.default
                 }
             }
-            Shape::Scan { len: 2 } => self.scan::<2>(index, access),
-            Shape::Scan { len: 3 } => self.scan::<3>(index, access),
-            Shape::Scan { len: 4 } => self.scan::<4>(index, access),
-            Shape::Scan { .. } => self.scan::<SCAN_MAX>(index, access),
+            Shape::Scan { len } => {
+                for r in &self.lookup.scan[..usize::from(len)] {
+                    let offset = index.wrapping_sub(r.base);
+                    if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
+                        return self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset);
+                    }
+                }
+                self.default
+            }
             Shape::Search => {
                 let e = &self.lookup.entries[t][self.lookup.segment(index)];
                 let offset = index.wrapping_sub(e.base);
@@ -751,19 +746,6 @@ impl Filter {
                 Action::from_bit(bit)
             }
         }
-    }
-
-    /// The kernel's scan over the first `N` ranges of the compact copy (past the ranges listed,
-    /// entries are empty and match nothing).
-    #[inline(always)]
-    fn scan<const N: usize>(&self, index: u32, access: AccessType) -> Action {
-        for r in &self.lookup.scan[..N] {
-            let offset = index.wrapping_sub(r.base);
-            if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
-                return self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset);
-            }
-        }
-        self.default
     }
 
     /// The decision for one access and what made it.
