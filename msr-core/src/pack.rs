@@ -404,7 +404,8 @@ fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<F
         let mut x = u64::from(run.first);
         let end = u64::from(run.last) + 1;
         while x < end {
-            let mut next = target.next_boundary(x).min(end);
+            let (intent, next) = target.piece(x as u32);
+            let mut next = next.min(end);
             let mut set = 0u8;
             for (j, other) in kept.iter().enumerate() {
                 let Some(other) = other.filter(|_| j != i) else {
@@ -419,7 +420,7 @@ fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<F
                     set |= 1 << other.family as u8;
                 }
             }
-            if !Class::of(target, x as u32, default).allows(set) {
+            if !Class::of_piece(intent, default).allows(set) {
                 lo.get_or_insert(x as u32);
                 hi = (next - 1) as u32;
             }
@@ -489,29 +490,27 @@ fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<F
         .iter()
         .map(|r| (r.family.flags(), r.first, r.last - r.first + 1))
         .collect();
-    let want = |index: u32, access| target.intent(index, access).unwrap_or(Action::Allow);
-    let bit = |slot: usize, index: u32| -> Action {
-        let run = ordered[slot];
-        match run.family.flags() {
-            Access::READ => want(index, AccessType::Read),
-            Access::WRITE => want(index, AccessType::Write),
+    // The action is constant between policy boundaries and range boundaries.
+    let segment = |slot: usize, index: u32| -> (Action, u32) {
+        let (intent, next) = target.piece(index);
+        let [read, write] = intent.map(|a| a.unwrap_or(Action::Allow));
+        let action = match ordered[slot].family.flags() {
+            Access::READ => read,
+            Access::WRITE => write,
             // A READ|WRITE range serves the access no single range before it takes.
             _ => {
                 let read_taken = ordered[..slot].iter().any(|r| {
                     r.family.flags() == Access::READ && r.first <= index && index <= r.last
                 });
                 if read_taken {
-                    want(index, AccessType::Write)
+                    write
                 } else {
-                    want(index, AccessType::Read)
+                    read
                 }
             }
-        }
-    };
-    // The action is constant between policy boundaries and range boundaries.
-    let segment = |slot: usize, index: u32| -> (Action, u32) {
+        };
         let at = u64::from(index);
-        let mut end = target.next_boundary(at);
+        let mut end = next;
         for r in ordered.iter() {
             for b in [u64::from(r.first), u64::from(r.last) + 1] {
                 if b > at && b < end {
@@ -519,10 +518,7 @@ fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<F
                 }
             }
         }
-        (
-            bit(slot, index),
-            u32::try_from(end - at).unwrap_or(u32::MAX),
-        )
+        (action, u32::try_from(end - at).unwrap_or(u32::MAX))
     };
     Ok(Filter::from_packed(default, &parts, &segment))
 }
@@ -556,9 +552,9 @@ fn check_packed(target: &dyn Target, filter: &Filter) -> Result<(), PackError> {
     let check = |at: u64| -> Result<(), PackError> {
         for index in [at, at.saturating_sub(1)] {
             let index = index.min(u64::from(u32::MAX)) as u32;
-            for access in AccessType::ALL {
-                let want = target.intent(index, access).unwrap_or(Action::Allow);
-                if filter.decide(index, access) != want {
+            let (intent, _) = target.piece(index);
+            for (access, want) in AccessType::ALL.into_iter().zip(intent) {
+                if filter.decide(index, access) != want.unwrap_or(Action::Allow) {
                     return Err(PackError::Internal { index, access });
                 }
             }
@@ -665,6 +661,16 @@ pub(crate) trait Target {
     fn rule(&self, _index: u32, _access: AccessType) -> Option<usize> {
         None
     }
+    /// The intent for reads and writes of `index` and the next boundary after it, at once.
+    fn piece(&self, index: u32) -> ([Option<Action>; 2], u64) {
+        (
+            [
+                self.intent(index, AccessType::Read),
+                self.intent(index, AccessType::Write),
+            ],
+            self.next_boundary(u64::from(index)),
+        )
+    }
 }
 
 struct PolicyTarget<'a, const N: usize>(&'a Policy<N>);
@@ -726,9 +732,10 @@ enum Class {
 }
 
 impl Class {
-    fn of(target: &dyn Target, index: u32, default: Action) -> Class {
-        let differs = |access| target.intent(index, access).is_some_and(|a| a != default);
-        match (differs(AccessType::Read), differs(AccessType::Write)) {
+    /// The class of MSRs with these intents (reads, writes).
+    fn of_piece(intent: [Option<Action>; 2], default: Action) -> Class {
+        let differs = |i: usize| intent[i].is_some_and(|a| a != default);
+        match (differs(0), differs(1)) {
             (false, false) => Class::Free,
             (true, false) => Class::Read,
             (false, true) => Class::Write,

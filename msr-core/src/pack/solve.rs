@@ -275,8 +275,21 @@ fn step(
                 continue;
             }
             // Runs kept in the set may also end at `close_at` and start again at `at`, when a
-            // free gap lies between.
-            let restartable = if close_at < at { old & set } else { 0 };
+            // free gap lies between. Not worth trying when the run, kept to the cluster's end,
+            // needs no more ranges than its part before the gap: the restart costs a range more
+            // than that, whatever follows.
+            let mut restartable = 0;
+            if close_at < at {
+                let limit = u64::from(geo.max_nmsrs);
+                for f in 0..3 {
+                    let start = state.key.starts[f].at;
+                    if old & set & (1 << f) != 0
+                        && (end - start).div_ceil(limit) > (close_at - start).div_ceil(limit)
+                    {
+                        restartable |= 1 << f;
+                    }
+                }
+            }
             let mut restart = restartable;
             loop {
                 let closing = old & !(set & !restart);
@@ -458,8 +471,8 @@ fn pieces(target: &dyn Target, default: Action, mut f: impl FnMut(u64, u64, Clas
     let mut start = 0u64;
     let mut current: Option<(u64, Class)> = None;
     while start < end {
-        let next = target.next_boundary(start);
-        let class = Class::of(target, start as u32, default);
+        let (intent, next) = target.piece(start as u32);
+        let class = Class::of_piece(intent, default);
         match current {
             Some((_, c)) if c == class => {}
             Some((p0, c)) => {
@@ -480,8 +493,8 @@ fn cluster_end(target: &dyn Target, default: Action, p0: u64, limit: u64) -> u64
     let mut last = p0;
     let mut x = p0;
     while x < target.end() {
-        let next = target.next_boundary(x);
-        let needed = Class::of(target, x as u32, default) != Class::Free;
+        let (intent, next) = target.piece(x as u32);
+        let needed = Class::of_piece(intent, default) != Class::Free;
         if x >= last + limit && (needed || x > p0) {
             break;
         }

@@ -179,6 +179,23 @@ impl Target for Sweep<'_> {
         }
     }
 
+    fn piece(&self, index: u32) -> ([Option<Action>; 2], u64) {
+        let i = self.interval(index);
+        let next = self
+            .starts
+            .get(i + 1)
+            .map_or(1 << 32, |&c| u64::from(c))
+            .min(self.end());
+        if abi::is_x2apic(index) {
+            return ([None; 2], next);
+        }
+        let intent = |t: usize| match self.deciding[t][i].checked_sub(1) {
+            Some(rule) => Some(self.rules[rule as usize].action),
+            None => Some(self.default),
+        };
+        ([intent(0), intent(1)], next)
+    }
+
     fn rule(&self, index: u32, access: AccessType) -> Option<usize> {
         if abi::is_x2apic(index) {
             return None;
