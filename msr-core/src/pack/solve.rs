@@ -270,7 +270,10 @@ fn step(
     for state in from.iter() {
         let allowed = sets(state.key.open);
         let old = state.key.open;
-        for set in 0u8..8 {
+        // Keeping the open set first: it is the likeliest to dominate the other candidates,
+        // which are then dropped at the first comparison.
+        for k in 0u8..8 {
+            let set = k ^ old;
             if allowed & (1 << set) == 0 {
                 continue;
             }
@@ -507,7 +510,11 @@ fn cluster_end(target: &dyn Target, default: Action, p0: u64, limit: u64) -> u64
 }
 
 /// The lower bound of the module docs: the sum over clusters of `ceil(needed MSRs / L)`.
-fn lower_bound(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
+/// Cluster ends remembered by the lower bound's pass: a search runs only below 64 ranges, so
+/// with at most 64 clusters (each needs a range); past that, ends are looked up again.
+type Ends = heapless::Vec<u64, 64>;
+
+fn lower_bound(target: &dyn Target, geo: Geometry, default: Action, ends: &mut Ends) -> u64 {
     let limit = u64::from(geo.max_nmsrs);
     let mut bound = 0u64;
     let mut cluster: u64 = 0; // needed MSRs of the open cluster
@@ -516,13 +523,17 @@ fn lower_bound(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
         if class == Class::Free {
             return;
         }
-        if last_need_end.is_some_and(|e| p0 - e >= limit) {
+        if let Some(e) = last_need_end.filter(|&e| p0 - e >= limit) {
             bound += cluster.div_ceil(limit);
             cluster = 0;
+            let _ = ends.push(e);
         }
         cluster += p1 - p0;
         last_need_end = Some(p1);
     });
+    if let Some(e) = last_need_end {
+        let _ = ends.push(e);
+    }
     bound + cluster.div_ceil(limit)
 }
 
@@ -530,7 +541,8 @@ fn lower_bound(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
 /// already exceeds `give_up` ranges, the search is skipped: the solution then has that bound as
 /// its count, no runs, and `searched == false`.
 pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up: u32) -> Solution {
-    let bound = lower_bound(target, geo, default);
+    let mut ends = Ends::new();
+    let bound = lower_bound(target, geo, default, &mut ends);
     let lower = u32::try_from(bound).unwrap_or(u32::MAX);
     if bound > u64::from(give_up) {
         return Solution {
@@ -553,6 +565,7 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
         lower,
     };
     let mut cluster = Cluster::new();
+    let mut clusters = 0;
     let mut active = false;
     let mut last_need_end = 0u64;
     let finish = |c: &Cluster, end: u64, total: &mut Solution| {
@@ -572,7 +585,12 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
             active = false;
         }
         if !active {
-            cluster.reset(p0, cluster_end(target, default, p0, limit));
+            let end = match ends.get(clusters) {
+                Some(&end) if ends.len() < ends.capacity() => end,
+                _ => cluster_end(target, default, p0, limit),
+            };
+            cluster.reset(p0, end);
+            clusters += 1;
             active = true;
         }
         cluster.needed(p0, p1, class, geo);
