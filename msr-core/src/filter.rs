@@ -1000,7 +1000,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-        /// The constant-time lookup agrees with the kernel's scan on random raw filters with
+        /// The lookup (both shapes) agrees with the kernel's scan on random raw filters with
         /// overlaps, empty slots, wrapping ranges and x2APIC coverage.
         #[test]
         fn decide_matches_kernel_scan(owned in valid_raw(), probes in proptest::collection::vec(any::<u32>(), 16)) {

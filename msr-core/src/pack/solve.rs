@@ -41,7 +41,8 @@
 //! so by induction every change point inside a needed piece `[p0, p1)` is congruent mod 64 to
 //! `p0` or to the start of a run open at `p0`. The search tries all of them: the search runs
 //! only below a lower bound of 64 ranges, so there are at most `64 L / 64` word steps of
-//! needed MSRs per residue.
+//! needed MSRs per residue; past [`INTERIOR_BUDGET`] change points in one cluster, pieces are
+//! tried at their ends only (still exact, not proven minimal).
 //!
 //! # The program
 //! A state, at a change point `x` before the set from `x` on is chosen, is the set of open runs
@@ -350,7 +351,15 @@ struct Cluster {
     exact: bool,
     /// The end of the last needed piece so far.
     last_end: u64,
+    /// Change points inside pieces the cluster may still try (see [`INTERIOR_BUDGET`]).
+    budget: u64,
 }
+
+/// Change points inside needed pieces one cluster may try. Typical policies need a few per
+/// long piece; a policy with long needed pieces after many runs of distinct residues could
+/// need hundreds of thousands, and past this budget a piece is tried at its ends only: the
+/// filter stays exact, [`Solution::exact`] becomes false.
+const INTERIOR_BUDGET: u64 = 1 << 16;
 
 impl Cluster {
     fn new() -> Cluster {
@@ -360,6 +369,7 @@ impl Cluster {
             current: 0,
             exact: true,
             last_end: 0,
+            budget: INTERIOR_BUDGET,
         }
     }
 
@@ -369,6 +379,7 @@ impl Cluster {
         self.exact = true;
         self.current = 0;
         self.last_end = first;
+        self.budget = INTERIOR_BUDGET;
         self.layers[1].clear();
         self.layers[0].clear();
         let _ = self.layers[0].push(State {
@@ -417,10 +428,17 @@ impl Cluster {
                 }
             }
         }
+        let points = (p1 - p0).div_ceil(w) * u64::from(residues.count_ones());
+        if points > self.budget {
+            residues = 0;
+            self.exact = false;
+        } else {
+            self.budget -= points;
+        }
         let mut close_at = self.last_end;
         let mut at = p0;
         let mut block = p0 - p0 % w;
-        while block < p1 {
+        while block < p1 && residues != 0 {
             let mut bits = residues;
             while bits != 0 {
                 let m = block + u64::from(bits.trailing_zeros());
