@@ -26,10 +26,13 @@
 //!
 //! The search allocates nothing: its states live on the stack (about 50 KiB, two layers of
 //! [`solve::MAX_STATES`] states, plus the 25 KiB filter being built). The result is minimal
-//! unless a layer overflows; then the filter is still exact but [`Packed::proven_minimal`] is
-//! false. Every packed filter is checked against the rules at every boundary before it is
-//! returned, and a READ|WRITE range whose reads (or writes) single ranges already decide is
-//! narrowed, so that packed filters carry no [lint](Filter::lints).
+//! unless a layer overflows or a cluster spends its budget of change points (clusters wider
+//! than one range with dense, mixed rules do); then the filter is still exact but
+//! [`Packed::proven_minimal`] is false. Each range is then shrunk to the MSRs where it is
+//! needed (the tightest of equally cheap filters), a READ|WRITE range whose reads (or writes)
+//! single ranges already decide is narrowed, so that packed filters carry no
+//! [lint](Filter::lints), and the filter is checked against the rules at every boundary before
+//! it is returned.
 
 use core::fmt;
 
