@@ -382,8 +382,8 @@ enum Shape {
         /// Ranges listed.
         len: u8,
     },
-    /// More: the MSR space cut into segments at every range boundary, found by a branch-free
-    /// binary search of six steps; the segment's entry names the range and its bit.
+    /// More: the MSR space cut into segments at every range boundary, found by a binary search
+    /// of six fixed steps; the segment's entry names the range and its bit.
     Search,
 }
 
@@ -702,9 +702,8 @@ impl Filter {
     /// `[base, base + nmsrs)` holds the MSR decides by its bit; otherwise the default action.
     ///
     /// Fast by the filter's shape: up to 8 ranges, the kernel's scan over a compact copy of
-    /// the ranges; more, a branch-free binary search of
-    /// six steps over the range boundaries picks the segment, whose entry names the range and
-    /// its bit.
+    /// the ranges; more, a binary search of six fixed steps over the range boundaries picks
+    /// the segment, whose entry names the range and its bit.
     #[inline(always)]
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
         if abi::is_x2apic(index) {
@@ -735,7 +734,7 @@ impl Filter {
             Shape::Search => {
                 let e = &self.lookup.entries[t][self.lookup.segment(index)];
                 let offset = index.wrapping_sub(e.base);
-                // Without a slot the word read is discarded: no branch on the MSR.
+                // Without a slot the word read (at an index kept in bounds) is discarded.
                 let range = &self.ranges[usize::from(e.slot) % MAX_RANGES];
                 let word = range.bitmap[((offset / 64) as usize).min(MAX_BITMAP_WORDS - 1)];
                 let bit = if e.slot == NO_SLOT {
