@@ -348,75 +348,186 @@ pub struct Explanation {
     pub decider: Decider,
 }
 
-/// Boundaries in the lookup table: 1 + 2 per range, padded to a power of two.
-const SEGMENTS: usize = 64;
-/// "No range decides this segment": the default action applies.
+/// Ranges up to which [`Filter::decide`] scans like the kernel; above, it searches the
+/// segments.
+const SCAN_MAX: usize = 8;
+/// Segment starts after 0: two per range at most.
+const BOUNDS: usize = 2 * MAX_RANGES;
+/// "No range decides this segment": the segment's fixed action applies.
 const NO_SLOT: u8 = u8::MAX;
 
-/// The index of [`Filter::decide`]: the MSR space cut into segments at every range boundary; for
-/// each segment and access type, the slot that decides it (or none). A lookup is a branch-free
-/// binary search of six steps, whatever the number of ranges.
+/// One range as the scan sees it: a used range that can match (not wrapping), in slot order.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+struct ScanRange {
+    base: u32,
+    nmsrs: u32,
+    flags: u32,
+    slot: u8,
+}
+
+/// What decides one segment for one access: the slot and the base its bit is counted from, or
+/// no slot and the action's bit (the default).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    base: u32,
+    slot: u8,
+    fixed: u8,
+}
+
+/// How [`Filter::decide`] finds the deciding range, chosen by the filter's shape.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Up to [`SCAN_MAX`] ranges: the kernel's own scan, over a compact copy of the ranges
+    /// (no pointer to follow; nothing it loads depends on the MSR but the bitmap word), with
+    /// its branches, which the processor predicts.
+    Scan {
+        /// Ranges listed.
+        len: u8,
+    },
+    /// More: the MSR space cut into segments at every range boundary, found by a binary search
+    /// of six fixed steps; the segment's entry names the range and its bit.
+    Search,
+}
+
+/// The index of [`Filter::decide`].
 #[derive(Clone, PartialEq, Eq)]
 struct Lookup {
-    starts: [u32; SEGMENTS],
-    slots: [[u8; SEGMENTS]; 2],
+    shape: Shape,
+    /// The ranges that can match, in slot order.
+    scan: [ScanRange; SCAN_MAX],
+    /// Segment starts after 0, sorted, padded with `u32::MAX`.
+    bounds: [u32; BOUNDS],
+    /// Per access type, per segment (the number of bounds at or below its MSRs).
+    entries: [[Entry; BOUNDS + 1]; 2],
 }
 
 impl Lookup {
-    fn build(ranges: &[Range; MAX_RANGES]) -> Lookup {
-        let mut points: heapless::Vec<u32, { 2 * MAX_RANGES + 1 }> = heapless::Vec::new();
-        let _ = points.push(0);
+    fn build(ranges: &[Range; MAX_RANGES], default: Action) -> Lookup {
+        let mut scan = [ScanRange::default(); SCAN_MAX];
+        let mut len = 0u8;
+        let mut fits = true;
+        for (slot, r) in ranges.iter().enumerate() {
+            if r.span().is_none() {
+                continue;
+            }
+            match scan.get_mut(usize::from(len)) {
+                Some(entry) => {
+                    *entry = ScanRange {
+                        base: r.base,
+                        nmsrs: r.nmsrs,
+                        flags: r.flags.bits(),
+                        slot: slot as u8,
+                    };
+                    len += 1;
+                }
+                None => fits = false,
+            }
+        }
+        let mut points: heapless::Vec<u32, BOUNDS> = heapless::Vec::new();
         for range in ranges {
             if let Some((first, end)) = range.span() {
-                let _ = points.push(first);
-                let _ = points.push(end);
+                for p in [first, end] {
+                    if p != 0 && !points.contains(&p) {
+                        let _ = points.push(p);
+                    }
+                }
             }
         }
         points.sort_unstable();
-        let mut starts = [u32::MAX; SEGMENTS];
-        let mut slots = [[NO_SLOT; SEGMENTS]; 2];
-        let mut n = 0;
-        for &p in points.iter() {
-            if n > 0 && starts[n - 1] == p {
-                continue;
+        let mut bounds = [u32::MAX; BOUNDS];
+        let none = Entry {
+            base: 0,
+            slot: NO_SLOT,
+            fixed: default.bit() as u8,
+        };
+        let mut entries = [[none; BOUNDS + 1]; 2];
+        for i in 0..=points.len() {
+            let start = if i == 0 { 0 } else { points[i - 1] };
+            if i > 0 {
+                bounds[i - 1] = start;
             }
-            starts[n] = p;
             for (t, access) in AccessType::ALL.into_iter().enumerate() {
-                slots[t][n] = scan(ranges, p, access).map_or(NO_SLOT, |s| s as u8);
+                if let Some(slot) = scan_slots(ranges, start, access) {
+                    entries[t][i] = Entry {
+                        base: ranges[slot].base,
+                        slot: slot as u8,
+                        fixed: 0,
+                    };
+                }
             }
-            n += 1;
         }
-        // Padding segments start at u32::MAX and repeat the last real segment's decision, so the
+        // Padding segments start at u32::MAX and repeat the last real segment's entry, so the
         // search may land on them.
-        for i in n..SEGMENTS {
-            slots[0][i] = slots[0][n - 1];
-            slots[1][i] = slots[1][n - 1];
+        for per_access in entries.iter_mut() {
+            let last = per_access[points.len()];
+            per_access[points.len() + 1..].fill(last);
         }
-        Lookup { starts, slots }
+        Lookup {
+            shape: if fits {
+                Shape::Scan { len }
+            } else {
+                Shape::Search
+            },
+            scan,
+            bounds,
+            entries,
+        }
     }
 
-    #[inline]
-    fn slot(&self, index: u32, access: AccessType) -> Option<usize> {
+    /// The segment of `index`: how many bounds lie at or below it (a fixed six steps, each a
+    /// load, a compare and a conditional add).
+    #[inline(always)]
+    fn segment(&self, index: u32) -> usize {
         let mut i = 0;
-        let mut step = SEGMENTS / 2;
+        let mut step = BOUNDS / 2;
         while step > 0 {
-            if self.starts[i + step] <= index {
+            if self.bounds[i + step - 1] <= index {
                 i += step;
             }
             step /= 2;
         }
-        let slot = self.slots[access as usize][i];
-        if slot == NO_SLOT {
-            None
-        } else {
-            Some(slot as usize)
+        // The steps add up to BOUNDS - 1: the count is exactly `i`, unless `i` is BOUNDS - 1,
+        // where the last bound is still to compare (below it, bounds[i] > index already).
+        i + usize::from(self.bounds[i] <= index)
+    }
+
+    /// The slot deciding `index` for `access`, if any (x2APIC aside).
+    fn slot(&self, index: u32, access: AccessType) -> Option<usize> {
+        match self.shape {
+            Shape::Scan { len } => self.scan[..usize::from(len)]
+                .iter()
+                .find(|r| {
+                    index.wrapping_sub(r.base) < r.nmsrs && r.flags & access.flag().bits() != 0
+                })
+                .map(|r| usize::from(r.slot)),
+            Shape::Search => {
+                let e = &self.entries[access as usize][self.segment(index)];
+                (e.slot != NO_SLOT).then_some(usize::from(e.slot))
+            }
         }
     }
 }
 
 /// The kernel's linear scan: the first slot whose range matches.
-fn scan(ranges: &[Range; MAX_RANGES], index: u32, access: AccessType) -> Option<usize> {
+fn scan_slots(ranges: &[Range; MAX_RANGES], index: u32, access: AccessType) -> Option<usize> {
     ranges.iter().position(|r| r.matches(index, access))
+}
+
+/// Sets bits `from..to` of a bitmap, a word at a time.
+fn set_bits(bitmap: &mut [u64], from: u32, to: u32) {
+    let mut bit = from;
+    while bit < to {
+        let word = (bit / 64) as usize;
+        let low = bit % 64;
+        let count = (to - bit).min(64 - low);
+        let mask = if count == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << count) - 1) << low
+        };
+        bitmap[word] |= mask;
+        bit += count;
+    }
 }
 
 /// A filter the kernel accepts: `struct kvm_msr_filter` with its default action and 16 range
@@ -439,7 +550,7 @@ impl Filter {
     }
 
     fn from_ranges(default: Action, ranges: [Range; MAX_RANGES]) -> Filter {
-        let lookup = Lookup::build(&ranges);
+        let lookup = Lookup::build(&ranges, default);
         Filter {
             default,
             ranges,
@@ -542,9 +653,7 @@ impl Filter {
                 let (action, len) = segment(slot, base + offset);
                 let len = len.clamp(1, nmsrs - offset);
                 if action == Action::Allow {
-                    for bit in offset..offset + len {
-                        out.bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
-                    }
+                    set_bits(&mut out.bitmap, offset, offset + len);
                 }
                 offset += len;
             }
@@ -594,18 +703,48 @@ impl Filter {
     /// allowed; otherwise the first range in slot order whose flags include the access and whose
     /// `[base, base + nmsrs)` holds the MSR decides by its bit; otherwise the default action.
     ///
-    /// Constant time: a six-step binary search over the precomputed range boundaries, whatever
-    /// the number of ranges.
-    #[inline]
+    /// Fast by the filter's shape: up to 8 ranges, the kernel's scan over a compact copy of
+    /// the ranges; more, a binary search of six fixed steps over the range boundaries picks
+    /// the segment, whose entry names the range and its bit.
+    #[inline(always)]
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
         if abi::is_x2apic(index) {
             return Action::Allow;
         }
-        match self.lookup.slot(index, access) {
-            None => self.default,
-            Some(slot) => {
-                let range = &self.ranges[slot];
-                range.bit(index.wrapping_sub(range.base))
+        let t = access as usize;
+        match self.lookup.shape {
+            // One range (or none: then its entry covers no MSR). The branch on the shape is
+            // the same for every lookup, so the processor predicts it.
+            Shape::Scan { len: 0 | 1 } => {
+                let r = &self.lookup.scan[0];
+                let offset = index.wrapping_sub(r.base);
+                if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
+                    self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset)
+                } else {
+                    self.default
+                }
+            }
+            Shape::Scan { len } => {
+                for r in &self.lookup.scan[..usize::from(len)] {
+                    let offset = index.wrapping_sub(r.base);
+                    if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
+                        return self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset);
+                    }
+                }
+                self.default
+            }
+            Shape::Search => {
+                let e = &self.lookup.entries[t][self.lookup.segment(index)];
+                let offset = index.wrapping_sub(e.base);
+                // Without a slot the word read (at an index kept in bounds) is discarded.
+                let range = &self.ranges[usize::from(e.slot) % MAX_RANGES];
+                let word = range.bitmap[((offset / 64) as usize).min(MAX_BITMAP_WORDS - 1)];
+                let bit = if e.slot == NO_SLOT {
+                    u64::from(e.fixed)
+                } else {
+                    word >> (offset % 64)
+                };
+                Action::from_bit(bit)
             }
         }
     }
@@ -862,7 +1001,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
-        /// The constant-time lookup agrees with the kernel's scan on random raw filters with
+        /// The lookup (both shapes) agrees with the kernel's scan on random raw filters with
         /// overlaps, empty slots, wrapping ranges and x2APIC coverage.
         #[test]
         fn decide_matches_kernel_scan(owned in valid_raw(), probes in proptest::collection::vec(any::<u32>(), 16)) {
@@ -1112,6 +1251,39 @@ mod tests {
                 access: Access::READ_WRITE
             }]
         );
+    }
+
+    /// Both shapes of the lookup: up to 8 ranges the scan, above the search, whose 32
+    /// boundaries (16 ranges of one MSR each) fill its table.
+    #[test]
+    fn both_lookup_shapes_decide_as_the_kernel() {
+        for count in [1u32, 2, 8, 9, 16] {
+            let bitmap = [0b1u8, 0, 0, 0, 0, 0, 0, 0];
+            let ranges: Vec<RawRange<'_>> = (0..count)
+                .map(|i| RawRange {
+                    flags: 1 + i % 3,
+                    base: 1 + 2 * i + (i / 7) * 0x1000,
+                    nmsrs: 1,
+                    bitmap: &bitmap,
+                })
+                .collect();
+            let filter = Filter::from_raw(&RawFilter {
+                flags: 1,
+                ranges: &ranges,
+            })
+            .unwrap();
+            for r in &ranges {
+                for i in [r.base.wrapping_sub(1), r.base, r.base + 1, u32::MAX, 0] {
+                    for access in AccessType::ALL {
+                        assert_eq!(
+                            filter.decide(i, access),
+                            reference(&filter, i, access),
+                            "{count} ranges, MSR {i:#x} {access}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub use diff::{diff, Change, Diff};
 pub use filter::{
     Decider, Explanation, Filter, InvalidFilter, Lint, Lints, Range, RawFilter, RawRange,
 };
-pub use pack::{PackError, Packed};
+pub use pack::{pack_rules, scratch_len, Needed, PackError, Packed};
 pub use parse::{
     parse_msr, parse_number, policy_text, statements, MsrText, ParseError, ParseErrorKind, Quoted,
     Span, Statement, Statements,

@@ -15,27 +15,37 @@
 //! serves the other one. Bitmaps then follow from the intent.
 //!
 //! # The search
-//! The MSR space is cut into *clusters* of needed MSRs that one range could bridge (gaps shorter
-//! than 0x3000 MSRs); clusters are independent. Within a cluster a dynamic program walks the
-//! pieces between boundaries (policy boundaries, and shifts of them by multiples of 0x3000 where
-//! ranges must be split), choosing for each piece which families cover it; a state remembers where
-//! each open range started, and states that another state dominates (same open families, starts
-//! no earlier, cost no higher) are dropped. The cost is (ranges, bitmap bytes), compared in that
-//! order. Both default actions are tried.
+//! [`pack_rules`] first sorts the rules' boundaries and paints, for every interval between them,
+//! the rule deciding each access (`sweep`, O(n log n)). The search (`solve`) then works on
+//! *runs* (a family's maximal covered stretches, whose cost depends on their length only, so
+//! the 0x3000-MSR limit needs no search) over *clusters* of needed MSRs, with a dynamic program
+//! over the points where the set of covering families may change; `solve`'s docs prove which
+//! points suffice and when a state can be dropped. The cost is (ranges, bitmap bytes), compared
+//! in that order. Both default actions are tried; a default whose proven lower bound (a range
+//! covers at most 0x3000 MSRs) exceeds 64 ranges is not searched.
 //!
-//! The search allocates nothing: its state lives on the stack, about 100 KiB at the deepest
-//! (two layers of 128 states, the positions of one cluster, and the 25 KiB filter being built).
-//! Call it on a thread with room for that.
-//!
-//! The result is minimal unless a bound of the search was hit (more than 128 live states in one
-//! piece, more than 1024 pieces in a cluster); then the filter is still exact but
-//! [`Packed::proven_minimal`] is false.
+//! The search allocates nothing: its states live on the stack (about 50 KiB, two layers of
+//! [`solve::MAX_STATES`] states, plus the 25 KiB filter being built). The result is minimal
+//! unless a layer overflows or a cluster spends its budget of change points (clusters wider
+//! than one range with dense, mixed rules do); then the filter is still exact but
+//! [`Packed::proven_minimal`] is false. Each range is then shrunk to the MSRs where it is
+//! needed (the tightest of equally cheap filters), a READ|WRITE range whose reads (or writes)
+//! single ranges already decide is narrowed, so that packed filters carry no
+//! [lint](Filter::lints), and the filter is checked against the rules at every boundary before
+//! it is returned.
 
 use core::fmt;
 
 use crate::abi::{self, MAX_NMSRS, MAX_RANGES};
 use crate::policy::{Policy, PolicyView};
-use crate::{Access, AccessType, Action, Filter};
+use crate::{Access, AccessType, Action, Filter, Rule};
+
+mod solve;
+mod sweep;
+
+use solve::solve;
+pub use sweep::scratch_len;
+use sweep::Sweep;
 
 /// A policy packed into a filter.
 #[derive(Clone, Debug)]
@@ -83,11 +93,17 @@ pub enum PackError {
     },
     /// The policy needs more ranges than the kernel's 16.
     TooManyRanges {
-        /// Ranges the best packing found needs.
+        /// Ranges the policy needs; [`bound`](PackError::TooManyRanges::bound) says whether
+        /// this is the exact minimum, a proven lower bound, or the best packing found.
         needed: usize,
+        /// What `needed` is.
+        bound: Needed,
         /// The rules (positions, first 16) that need ranges: those that decide some MSR
         /// differently from the filter's default action.
         rules: RuleList,
+        /// How many more of the policy's rules want the other action than the filter's
+        /// default (rules `rules` leaves out when it is full; some may decide nothing).
+        more: usize,
         /// Whether the policy's own default action needs ranges too (the filter's default
         /// action had to be the other one).
         default_needs_ranges: bool,
@@ -95,6 +111,19 @@ pub enum PackError {
         /// MSR 0xffffffff, which only the default action can decide.
         default_forced_by: Option<usize>,
     },
+}
+
+/// What [`PackError::TooManyRanges::needed`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Needed {
+    /// The proven minimum number of ranges.
+    Exact,
+    /// A proven lower bound: the policy needs at least this many ranges (the search was not
+    /// run, since the bound alone shows the policy cannot fit).
+    AtLeast,
+    /// The ranges of the best packing found, more than 16; the search hit a bound, so it is
+    /// not proven that the policy cannot fit.
+    Estimate,
 }
 
 impl fmt::Display for PackError {
@@ -131,20 +160,45 @@ impl fmt::Display for PackError {
             ),
             PackError::TooManyRanges {
                 needed,
+                bound,
                 rules,
+                more,
                 default_needs_ranges,
                 default_forced_by,
             } => {
-                write!(
-                    f,
-                    "the policy needs {needed} kernel ranges, more than the {MAX_RANGES} a filter holds; ranges are needed by"
-                )?;
+                match bound {
+                    Needed::Exact => write!(
+                        f,
+                        "the policy needs {needed} kernel ranges, more than the {MAX_RANGES} a filter holds"
+                    )?,
+                    Needed::AtLeast => write!(
+                        f,
+                        "the policy needs at least {needed} kernel ranges, more than the {MAX_RANGES} a filter holds"
+                    )?,
+                    Needed::Estimate => write!(
+                        f,
+                        "the best packing found needs {needed} kernel ranges, more than the {MAX_RANGES} a filter holds (an estimate: the search hit a bound, so fewer may suffice)"
+                    )?,
+                }
+                write!(f, "; ranges are needed by")?;
                 let mut sep = " ";
                 if !rules.is_empty() {
                     write!(f, " rules")?;
                     for rule in rules.iter() {
                         write!(f, "{sep}{rule}")?;
                         sep = ", ";
+                    }
+                    if *more > 0 {
+                        let (noun, verb) = if *more == 1 {
+                            ("rule", "wants")
+                        } else {
+                            ("rules", "want")
+                        };
+                        write!(
+                            f,
+                            " (the first {}; {more} more {noun} {verb} the other action than the filter's default)",
+                            rules.len()
+                        )?;
                     }
                     sep = " and ";
                 }
@@ -179,6 +233,10 @@ impl fmt::Display for RuleName {
     }
 }
 
+/// Rules held on the stack by [`Policy::pack`]; longer policies use a slower scan of the rules
+/// instead of the sorted sweep (call [`pack_rules`] with a scratch for those).
+const STACK_RULES: usize = 256;
+
 impl<const N: usize> Policy<N> {
     /// Packs the policy: see [`PolicyView::pack`].
     pub fn pack(&self) -> Result<Packed, PackError> {
@@ -188,7 +246,11 @@ impl<const N: usize> Policy<N> {
 
 impl PolicyView<'_> {
     /// Packs the policy into the fewest kernel ranges, then the fewest bitmap bytes, such that
-    /// the filter decides every MSR and access as the policy does.
+    /// the filter decides every MSR and access as the policy does: [`pack_rules`] over the
+    /// policy's rules, with a scratch on the stack (8 KiB) for up to 256 rules. Longer policies
+    /// are packed with the same search over a plain scan of the rules, which takes time
+    /// quadratic in their number: a host that can allocate calls
+    /// [`pack_with`](Self::pack_with) with a scratch for those.
     ///
     /// ```
     /// use msr_filter_core::{AccessType, Action, Policy};
@@ -203,182 +265,411 @@ impl PolicyView<'_> {
     /// assert_eq!(packed.filter.decide(0xc0000082, AccessType::Write), Action::Deny);
     /// ```
     pub fn pack(&self) -> Result<Packed, PackError> {
-        self.check_x2apic()?;
-        let target = PolicyTarget(*self);
-        let mut best: Option<(Solution, Action)> = None;
-        // The policy's own default first, so that it wins ties.
-        for default in [self.default_action(), self.default_action().invert()] {
-            // No range can cover MSR 0xffffffff (its end, base + nmsrs, would be 2^32, which is 0
-            // in the kernel's 32-bit arithmetic): only the default action decides it.
-            if AccessType::ALL
-                .iter()
-                .any(|&a| self.decide(u32::MAX, a) != default)
-            {
-                continue;
-            }
-            let solution = solve(&target, Geometry::KERNEL, default);
-            if best.as_ref().is_none_or(|(b, _)| solution.cost < b.cost) {
-                best = Some((solution, default));
-            }
+        if self.rules().len() <= STACK_RULES {
+            let mut scratch = [0u32; scratch_len(STACK_RULES)];
+            pack_rules(self.default_action(), self.rules(), &mut scratch)
+        } else {
+            pack_target(self.default_action(), self.rules(), &PolicyTarget(*self))
         }
-        let Some((solution, default)) = best else {
-            return Err(PackError::LastMsrSplit {
-                read_rule: self.deciding_rule(u32::MAX, AccessType::Read),
-                write_rule: self.deciding_rule(u32::MAX, AccessType::Write),
-            });
-        };
-        if solution.cost.ranges as usize > MAX_RANGES {
-            let forced = default != self.default_action();
-            let default_forced_by = if forced {
-                AccessType::ALL
-                    .iter()
-                    .find_map(|&a| self.deciding_rule(u32::MAX, a))
-                    .filter(|_| {
-                        AccessType::ALL
-                            .iter()
-                            .any(|&a| self.decide(u32::MAX, a) != self.default_action())
-                    })
-            } else {
-                None
-            };
-            return Err(PackError::TooManyRanges {
-                needed: solution.cost.ranges as usize,
-                rules: self.rules_needing_ranges(default),
-                default_needs_ranges: forced,
-                default_forced_by,
-            });
+    }
+
+    /// Packs as [`pack`](Self::pack) does, in time O(n log n) whatever the number of rules,
+    /// with `scratch` of at least [`scratch_len`]`(rules)` words as working memory (see
+    /// [`pack_rules`]).
+    ///
+    /// # Panics
+    /// If `scratch` is shorter than [`scratch_len`]`(self.rules().len())`.
+    pub fn pack_with(&self, scratch: &mut [u32]) -> Result<Packed, PackError> {
+        pack_rules(self.default_action(), self.rules(), scratch)
+    }
+}
+
+/// Packs a default action and a list of rules (later rules override earlier ones, as in
+/// [`Policy`]) into the fewest kernel ranges, then the fewest bitmap bytes, such that the
+/// filter decides every MSR and access as the rules do.
+///
+/// `scratch` is working memory of at least [`scratch_len`]`(rules.len())` words (`8 n + 16`);
+/// its contents on entry do not matter and on return are unspecified. Nothing is allocated:
+/// a `no_std` caller lends a buffer, a std host can pass `&mut vec![0; scratch_len(n)]`.
+/// Time is O(n log n) for the sort of the rule boundaries plus the search, which is linear in
+/// the number of boundaries; the search keeps its states on the stack (about 50 KiB).
+///
+/// Rule semantics: the last rule covering an MSR and access decides it, else `default`; x2APIC
+/// MSRs 0x800..=0x8ff are always allowed (a rule denying them is an error), and MSR 0xffffffff
+/// can only be decided by the filter's default action.
+///
+/// # Panics
+/// If `scratch` is shorter than [`scratch_len`]`(rules.len())`.
+///
+/// ```
+/// use msr_filter_core::{pack_rules, scratch_len, Access, AccessType, Action, Rule};
+///
+/// let rules = [
+///     Rule::new(0x4000_0000, 0x4000_00ff, Access::READ_WRITE, Action::Deny),
+///     Rule::single(0x4000_0001, Access::READ, Action::Allow),
+/// ];
+/// // A std host may allocate the scratch: `vec![0; scratch_len(rules.len())]`.
+/// let mut scratch = [0u32; scratch_len(2)];
+/// let packed = pack_rules(Action::Allow, &rules, &mut scratch).unwrap();
+/// assert!(packed.proven_minimal);
+/// // Reads and writes of 0x4000_0001 differ, the other MSRs deny both: a READ range for the
+/// // reads, a READ|WRITE range for the rest.
+/// assert_eq!(packed.filter.range_count(), 2);
+/// assert_eq!(packed.filter.decide(0x4000_0001, AccessType::Read), Action::Allow);
+/// assert_eq!(packed.filter.decide(0x4000_0001, AccessType::Write), Action::Deny);
+/// assert_eq!(packed.filter.decide(0x4000_0002, AccessType::Read), Action::Deny);
+/// ```
+pub fn pack_rules(
+    default: Action,
+    rules: &[Rule],
+    scratch: &mut [u32],
+) -> Result<Packed, PackError> {
+    let sweep = Sweep::new(default, rules, scratch);
+    pack_target(default, rules, &sweep)
+}
+
+/// What one default action gives: the search's result and what is known of its count.
+struct Candidate {
+    default: Action,
+    solution: Solution,
+}
+
+impl Candidate {
+    /// A proven lower bound on the ranges this default needs.
+    fn lower(&self) -> u32 {
+        if self.solution.exact {
+            self.solution.cost.ranges
+        } else {
+            self.solution.lower
         }
-        // Single-access ranges first: where they overlap a READ|WRITE range they take their
-        // access and leave it the other.
-        let mut ordered: heapless::Vec<Run, MAX_RANGES> = heapless::Vec::new();
-        for pass in [false, true] {
-            for run in solution.runs.iter() {
-                if (run.family == Family::Both) == pass {
-                    let _ = ordered.push(*run);
-                }
-            }
+    }
+
+    /// The ranges of the best packing found, if the search ran.
+    fn found(&self) -> Option<u32> {
+        self.solution.searched.then_some(self.solution.cost.ranges)
+    }
+}
+
+fn pack_target(default: Action, rules: &[Rule], target: &dyn Target) -> Result<Packed, PackError> {
+    check_x2apic(rules, target)?;
+    let want = |index: u32, access| target.intent(index, access).unwrap_or(Action::Allow);
+    let mut candidates: heapless::Vec<Candidate, 2> = heapless::Vec::new();
+    // The policy's own default first, so that it wins ties.
+    for d in [default, default.invert()] {
+        // No range can cover MSR 0xffffffff (its end, base + nmsrs, would be 2^32, which is 0
+        // in the kernel's 32-bit arithmetic): only the default action decides it.
+        if AccessType::ALL.iter().any(|&a| want(u32::MAX, a) != d) {
+            continue;
         }
-        let parts: heapless::Vec<(Access, u32, u32), MAX_RANGES> = ordered
+        // Past four times the kernel's ranges, only the lower bound is worth computing.
+        let solution = solve(target, Geometry::KERNEL, d, 4 * MAX_RANGES as u32);
+        let _ = candidates.push(Candidate {
+            default: d,
+            solution,
+        });
+    }
+    if candidates.is_empty() {
+        return Err(PackError::LastMsrSplit {
+            read_rule: target.rule(u32::MAX, AccessType::Read),
+            write_rule: target.rule(u32::MAX, AccessType::Write),
+        });
+    }
+    let fits = |c: &&Candidate| c.found().is_some_and(|n| n as usize <= MAX_RANGES);
+    let best = candidates
+        .iter()
+        .filter(fits)
+        .min_by_key(|c| c.solution.cost);
+    let Some(best) = best else {
+        return Err(too_many_ranges(default, rules, target, &candidates));
+    };
+    let filter = build_filter(best.default, &best.solution.runs, target)?;
+    check_packed(target, &filter)?;
+    Ok(Packed {
+        filter,
+        proven_minimal: candidates
             .iter()
-            .map(|r| (r.family.flags(), r.first, r.last - r.first + 1))
-            .collect();
-        let bit = |slot: usize, index: u32| -> Action {
-            let read = self.decide(index, AccessType::Read);
-            let write = self.decide(index, AccessType::Write);
-            match ordered[slot].family {
-                Family::Read => read,
-                Family::Write => write,
-                // A READ|WRITE range serves the access no single range before it takes.
-                Family::Both => {
-                    let read_taken = ordered
-                        .iter()
-                        .any(|r| r.family == Family::Read && r.first <= index && index <= r.last);
-                    if read_taken {
-                        write
-                    } else {
-                        read
+            .all(|c| c.solution.exact || c.lower() > best.solution.cost.ranges),
+    })
+}
+
+fn too_many_ranges(
+    default: Action,
+    rules: &[Rule],
+    target: &dyn Target,
+    candidates: &[Candidate],
+) -> PackError {
+    let lower = candidates.iter().map(Candidate::lower).min().unwrap_or(0);
+    let found = candidates.iter().filter_map(Candidate::found).min();
+    let (needed, bound) = match found {
+        Some(n) if n == lower => (n, Needed::Exact),
+        _ if lower as usize > MAX_RANGES => (lower, Needed::AtLeast),
+        Some(n) => (n, Needed::Estimate),
+        None => (lower, Needed::AtLeast),
+    };
+    // The default the error speaks of: the policy's own if it was tried.
+    let used = candidates
+        .iter()
+        .min_by_key(|c| c.lower())
+        .map_or(default, |c| c.default);
+    let forced = candidates.iter().all(|c| c.default != default);
+    let default_forced_by = if forced {
+        AccessType::ALL
+            .iter()
+            .find_map(|&a| target.rule(u32::MAX, a))
+    } else {
+        None
+    };
+    let listed = rules_needing_ranges(rules, target, used);
+    let more = if listed.is_full() {
+        let wanting = rules.iter().filter(|r| r.action != used).count();
+        wanting.saturating_sub(listed.len())
+    } else {
+        0
+    };
+    PackError::TooManyRanges {
+        needed: needed as usize,
+        bound,
+        rules: listed,
+        more,
+        default_needs_ranges: used != default,
+        default_forced_by,
+    }
+}
+
+/// The filter of a solution: single-access ranges first (where they overlap a READ|WRITE range
+/// they take their access and leave it the other), bitmaps from the intent.
+fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<Filter, PackError> {
+    // Each range shrinks to the first and last MSR where the other ranges do not serve the
+    // class without it, and goes if there is none: the filter stays exact and is never dearer.
+    // Of equally cheap filters this gives the tightest ranges. Ranges shrink one after the
+    // other, each against the others as they are by then.
+    let mut kept: heapless::Vec<Option<Run>, MAX_RANGES> = found.iter().map(|&r| Some(r)).collect();
+    for i in 0..kept.len() {
+        let Some(run) = kept[i] else { continue };
+        let (mut lo, mut hi) = (None, 0);
+        let mut x = u64::from(run.first);
+        let end = u64::from(run.last) + 1;
+        while x < end {
+            let (intent, next) = target.piece(x as u32);
+            let mut next = next.min(end);
+            let mut set = 0u8;
+            for (j, other) in kept.iter().enumerate() {
+                let Some(other) = other.filter(|_| j != i) else {
+                    continue;
+                };
+                for b in [u64::from(other.first), u64::from(other.last) + 1] {
+                    if b > x && b < next {
+                        next = b;
                     }
                 }
+                if u64::from(other.first) <= x && x <= u64::from(other.last) {
+                    set |= 1 << other.family as u8;
+                }
             }
+            if !Class::of_piece(intent, default).allows(set) {
+                lo.get_or_insert(x as u32);
+                hi = (next - 1) as u32;
+            }
+            x = next;
+        }
+        let left = kept.iter().flatten().count();
+        kept[i] = match lo {
+            Some(lo) => Some(Run {
+                first: lo,
+                last: hi,
+                ..run
+            }),
+            // The harmless range a DEFAULT_DENY filter needs (the kernel refuses it without).
+            None if left == 1 && default == Action::Deny => Some(run),
+            None => None,
         };
-        // The action is constant between policy boundaries and range boundaries.
-        let segment = |slot: usize, index: u32| -> (Action, u32) {
-            let at = u64::from(index);
-            let mut end = target.next_boundary(at);
-            for r in ordered.iter() {
-                for b in [u64::from(r.first), u64::from(r.last) + 1] {
-                    if b > at && b < end {
-                        end = b;
-                    }
-                }
-            }
-            (
-                bit(slot, index),
-                u32::try_from(end - at).unwrap_or(u32::MAX),
+    }
+    let mut runs: heapless::Vec<Run, MAX_RANGES> = kept.iter().flatten().copied().collect();
+    runs.sort_unstable_by_key(|r| r.first);
+    // A READ|WRITE range whose reads (writes) single ranges and the x2APIC MSRs decide
+    // entirely would be linted as never deciding them: it becomes a WRITE (READ) range, after
+    // the original single ranges, and is dropped if it decides nothing at all (the search never
+    // gives such a range, but the filter must carry no lint whatever the search did).
+    let mut converted: heapless::Vec<Run, MAX_RANGES> = heapless::Vec::new();
+    let mut i = 0;
+    while i < runs.len() {
+        let run = runs[i];
+        if run.family != Family::Both {
+            i += 1;
+            continue;
+        }
+        let covered_by = |family: Family| {
+            covered(
+                runs.iter()
+                    .filter(|r| r.family == family)
+                    .map(|r| (r.first, r.last)),
+                run.first,
+                run.last,
             )
         };
-        let filter = Filter::from_packed(default, &parts, &segment);
-        if solution.runs.len() != solution.cost.ranges as usize {
-            return Err(PackError::Internal {
-                index: 0,
-                access: AccessType::Read,
-            });
+        let (read_covered, write_covered) = (covered_by(Family::Read), covered_by(Family::Write));
+        if read_covered || write_covered {
+            runs.remove(i);
+            if !(read_covered && write_covered) {
+                let family = if read_covered {
+                    Family::Write
+                } else {
+                    Family::Read
+                };
+                let _ = converted.push(Run { family, ..run });
+            }
+        } else {
+            i += 1;
         }
-        self.check_packed(&filter)?;
-        Ok(Packed {
-            filter,
-            proven_minimal: solution.exact,
-        })
     }
-
-    /// Checks the packed filter against the policy at both sides of every boundary (where a
-    /// wrong filter would first differ), so that a packer bug is an error, never a silently
-    /// wrong filter.
-    fn check_packed(&self, filter: &Filter) -> Result<(), PackError> {
-        let target = PolicyTarget(*self);
-        let mut at = 0u64;
-        loop {
-            for index in [at, at.saturating_sub(1)] {
-                let index = index.min(u64::from(u32::MAX)) as u32;
-                for access in AccessType::ALL {
-                    if filter.decide(index, access) != self.decide(index, access) {
-                        return Err(PackError::Internal { index, access });
-                    }
+    let mut ordered: heapless::Vec<Run, MAX_RANGES> = heapless::Vec::new();
+    for run in runs.iter().filter(|r| r.family != Family::Both) {
+        let _ = ordered.push(*run);
+    }
+    for run in converted.iter() {
+        let _ = ordered.push(*run);
+    }
+    for run in runs.iter().filter(|r| r.family == Family::Both) {
+        let _ = ordered.push(*run);
+    }
+    let parts: heapless::Vec<(Access, u32, u32), MAX_RANGES> = ordered
+        .iter()
+        .map(|r| (r.family.flags(), r.first, r.last - r.first + 1))
+        .collect();
+    // The action is constant between policy boundaries and range boundaries.
+    let segment = |slot: usize, index: u32| -> (Action, u32) {
+        let (intent, next) = target.piece(index);
+        let [read, write] = intent.map(|a| a.unwrap_or(Action::Allow));
+        let action = match ordered[slot].family.flags() {
+            Access::READ => read,
+            Access::WRITE => write,
+            // A READ|WRITE range serves the access no single range before it takes.
+            _ => {
+                let read_taken = ordered[..slot].iter().any(|r| {
+                    r.family.flags() == Access::READ && r.first <= index && index <= r.last
+                });
+                if read_taken {
+                    write
+                } else {
+                    read
                 }
             }
-            if at > u64::from(u32::MAX) {
-                return Ok(());
-            }
-            at = if at == target.end() {
-                at + 1
-            } else {
-                target.next_boundary(at)
-            };
-        }
-    }
-
-    fn check_x2apic(&self) -> Result<(), PackError> {
-        let mut index = abi::X2APIC_FIRST;
-        loop {
-            for access in AccessType::ALL {
-                if let Some(rule) = self.rules().iter().rposition(|r| r.covers(index, access)) {
-                    if self.rules()[rule].action == Action::Deny {
-                        return Err(PackError::DeniesX2apic {
-                            rule,
-                            index,
-                            access,
-                        });
-                    }
+        };
+        let at = u64::from(index);
+        let mut end = next;
+        for r in ordered.iter() {
+            for b in [u64::from(r.first), u64::from(r.last) + 1] {
+                if b > at && b < end {
+                    end = b;
                 }
             }
-            // The rules decide alike up to the next boundary.
-            let next = self.next_boundary(u64::from(index));
-            if next > u64::from(abi::X2APIC_LAST) {
-                return Ok(());
-            }
-            index = next as u32;
         }
-    }
+        (action, u32::try_from(end - at).unwrap_or(u32::MAX))
+    };
+    Ok(Filter::from_packed(default, &parts, &segment))
+}
 
-    fn rules_needing_ranges(&self, default: Action) -> RuleList {
-        let mut list = RuleList::new();
-        let target = PolicyTarget(*self);
-        let mut start = 0u64;
-        while start < target.end() {
-            let index = start as u32;
-            for access in AccessType::ALL {
-                if let Some(rule) = self.deciding_rule(index, access) {
-                    let rule16 = u16::try_from(rule).unwrap_or(u16::MAX);
-                    if self.rules()[rule].action != default && !list.contains(&rule16) {
-                        let _ = list.push(rule16);
-                    }
+/// Whether the inclusive spans (and the x2APIC MSRs) cover `first..=last`.
+fn covered(spans: impl Iterator<Item = (u32, u32)> + Clone, first: u32, last: u32) -> bool {
+    let x2apic = (abi::X2APIC_FIRST, abi::X2APIC_LAST);
+    let mut reached = u64::from(first); // everything before it is covered
+    loop {
+        let Some(end) = spans
+            .clone()
+            .chain([x2apic])
+            .filter(|&(a, b)| u64::from(a) <= reached && u64::from(b) >= reached)
+            .map(|(_, b)| u64::from(b) + 1)
+            .max()
+        else {
+            return false;
+        };
+        if end > u64::from(last) {
+            return true;
+        }
+        reached = end;
+    }
+}
+
+/// Checks the packed filter against the intent on both sides of every policy and range
+/// boundary (where a wrong filter would first differ: bitmaps are built constant between
+/// them), so that a packer bug is an error, never a silently wrong filter. O(boundaries ×
+/// log rules) with a sorted target.
+fn check_packed(target: &dyn Target, filter: &Filter) -> Result<(), PackError> {
+    let check = |at: u64| -> Result<(), PackError> {
+        for index in [at, at.saturating_sub(1)] {
+            let index = index.min(u64::from(u32::MAX)) as u32;
+            let (intent, _) = target.piece(index);
+            for (access, want) in AccessType::ALL.into_iter().zip(intent) {
+                if filter.decide(index, access) != want.unwrap_or(Action::Allow) {
+                    return Err(PackError::Internal { index, access });
                 }
             }
-            start = target.next_boundary(start);
         }
-        list.sort_unstable();
-        list
+        Ok(())
+    };
+    for (_, r) in filter.used_ranges() {
+        check(u64::from(r.base()))?;
+        check(u64::from(r.base()) + u64::from(r.nmsrs()))?;
     }
+    let mut at = 0u64;
+    loop {
+        check(at)?;
+        if at > u64::from(u32::MAX) {
+            return Ok(());
+        }
+        at = if at == target.end() {
+            at + 1
+        } else {
+            target.next_boundary(at)
+        };
+    }
+}
+
+/// A rule that denies an x2APIC MSR (the last rule covering it for the access is a deny).
+fn check_x2apic(rules: &[Rule], target: &dyn Target) -> Result<(), PackError> {
+    let mut index = abi::X2APIC_FIRST;
+    loop {
+        for access in AccessType::ALL {
+            if let Some(rule) = rules.iter().rposition(|r| r.covers(index, access)) {
+                if rules[rule].action == Action::Deny {
+                    return Err(PackError::DeniesX2apic {
+                        rule,
+                        index,
+                        access,
+                    });
+                }
+            }
+        }
+        // The rules decide alike up to the next boundary.
+        let next = target.next_boundary(u64::from(index));
+        if next > u64::from(abi::X2APIC_LAST) {
+            return Ok(());
+        }
+        index = next as u32;
+    }
+}
+
+fn rules_needing_ranges(rules: &[Rule], target: &dyn Target, default: Action) -> RuleList {
+    let mut list = RuleList::new();
+    let mut start = 0u64;
+    while start < target.end() {
+        let index = start as u32;
+        for access in AccessType::ALL {
+            if let Some(rule) = target.rule(index, access) {
+                let rule16 = u16::try_from(rule).unwrap_or(u16::MAX);
+                if rules[rule].action != default
+                    && !list.contains(&rule16)
+                    && list.push(rule16).is_err()
+                {
+                    list.sort_unstable();
+                    return list;
+                }
+            }
+        }
+        start = target.next_boundary(start);
+    }
+    list.sort_unstable();
+    list
 }
 
 /// The sizes the search works with: the kernel's, or small ones in the exhaustive tests.
@@ -412,6 +703,20 @@ pub(crate) trait Target {
     fn next_boundary(&self, x: u64) -> u64;
     /// The intent for one access; `None` where any decision is fine (x2APIC).
     fn intent(&self, index: u32, access: AccessType) -> Option<Action>;
+    /// The rule deciding one access, if a rule does (none for x2APIC MSRs).
+    fn rule(&self, _index: u32, _access: AccessType) -> Option<usize> {
+        None
+    }
+    /// The intent for reads and writes of `index` and the next boundary after it, at once.
+    fn piece(&self, index: u32) -> ([Option<Action>; 2], u64) {
+        (
+            [
+                self.intent(index, AccessType::Read),
+                self.intent(index, AccessType::Write),
+            ],
+            self.next_boundary(u64::from(index)),
+        )
+    }
 }
 
 struct PolicyTarget<'a>(PolicyView<'a>);
@@ -432,6 +737,10 @@ impl Target for PolicyTarget<'_> {
         } else {
             Some(self.0.decide(index, access))
         }
+    }
+
+    fn rule(&self, index: u32, access: AccessType) -> Option<usize> {
+        self.0.deciding_rule(index, access)
     }
 }
 
@@ -469,9 +778,10 @@ enum Class {
 }
 
 impl Class {
-    fn of(target: &dyn Target, index: u32, default: Action) -> Class {
-        let differs = |access| target.intent(index, access).is_some_and(|a| a != default);
-        match (differs(AccessType::Read), differs(AccessType::Write)) {
+    /// The class of MSRs with these intents (reads, writes).
+    fn of_piece(intent: [Option<Action>; 2], default: Action) -> Class {
+        let differs = |i: usize| intent[i].is_some_and(|a| a != default);
+        match (differs(0), differs(1)) {
             (false, false) => Class::Free,
             (true, false) => Class::Read,
             (false, true) => Class::Write,
@@ -512,318 +822,12 @@ pub(crate) struct Solution {
     pub cost: Cost,
     /// The ranges, when there are at most 16.
     pub runs: heapless::Vec<Run, MAX_RANGES>,
+    /// Whether the search proved `cost` minimal.
     pub exact: bool,
-}
-
-const NO_START: u16 = u16::MAX;
-/// Live states kept per piece.
-const MAX_STATES: usize = 128;
-/// Pieces (positions) per cluster.
-const MAX_POSITIONS: usize = 1024;
-/// Positions of one search: the cluster's pieces plus, in the last resort, a grid of at most
-/// `2 * MAX_RANGES` cuts.
-type Positions = heapless::Vec<u64, { MAX_POSITIONS + 2 * MAX_RANGES }>;
-
-#[derive(Clone, Debug)]
-struct State {
-    /// Per family: the position index where its open range starts, or NO_START.
-    starts: [u16; 3],
-    cost: Cost,
-    runs: heapless::Vec<Run, MAX_RANGES>,
-}
-
-impl State {
-    fn open_set(&self) -> u8 {
-        let mut set = 0;
-        for f in Family::ALL {
-            if self.starts[f as usize] != NO_START {
-                set |= 1 << f as u8;
-            }
-        }
-        set
-    }
-
-    /// Whether `self` is at least as good as `other` in every future.
-    fn dominates(&self, other: &State) -> bool {
-        self.open_set() == other.open_set()
-            && self.cost <= other.cost
-            && self
-                .starts
-                .iter()
-                .zip(other.starts.iter())
-                .all(|(a, b)| a >= b)
-    }
-}
-
-/// Searches the best packing of `target` with the given default action.
-pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action) -> Solution {
-    let mut total = Solution {
-        cost: Cost::default(),
-        runs: heapless::Vec::new(),
-        exact: true,
-    };
-    let limit = u64::from(geo.max_nmsrs);
-    // The open cluster: piece starts from its first need, and where its last need ends.
-    let mut pieces: heapless::Vec<u64, MAX_POSITIONS> = heapless::Vec::new();
-    let mut last_need_end = 0u64;
-    let mut start = 0u64;
-    let end = target.end();
-    while start < end {
-        let next = target.next_boundary(start);
-        let need = Class::of(target, start as u32, default) != Class::Free;
-        if !pieces.is_empty()
-            && (need && start + 1 - last_need_end >= limit || start >= last_need_end + limit)
-        {
-            // No range can bridge from the cluster's last need to here.
-            close_cluster(target, geo, default, &mut pieces, last_need_end, &mut total);
-        }
-        if need || !pieces.is_empty() {
-            if pieces.is_full() {
-                // Too many pieces for one search: solve what we have, continue with a new one.
-                total.exact = false;
-                close_cluster(target, geo, default, &mut pieces, start, &mut total);
-            }
-            if need || !pieces.is_empty() {
-                let _ = pieces.push(start);
-            }
-        }
-        if need {
-            last_need_end = next;
-        }
-        start = next;
-    }
-    if !pieces.is_empty() {
-        close_cluster(target, geo, default, &mut pieces, last_need_end, &mut total);
-    }
-    if total.cost.ranges == 0 && default == Action::Deny {
-        // The kernel refuses DEFAULT_DENY without ranges: add one that denies MSR 0, which the
-        // intent denies anyway (nothing differs from the default).
-        total.cost = Cost {
-            ranges: 1,
-            bytes: geo.bytes(1),
-        };
-        let _ = total.runs.push(Run {
-            family: Family::Both,
-            first: 0,
-            last: 0,
-        });
-    }
-    total
-}
-
-/// Solves the cluster whose pieces start at `pieces` and which ends at `cluster_end`, adds the
-/// result to `total` and empties `pieces`.
-fn close_cluster(
-    target: &dyn Target,
-    geo: Geometry,
-    default: Action,
-    pieces: &mut heapless::Vec<u64, MAX_POSITIONS>,
-    cluster_end: u64,
-    total: &mut Solution,
-) {
-    let limit = u64::from(geo.max_nmsrs);
-    let first = pieces[0];
-    let mut positions: Positions = heapless::Vec::new();
-    for &p in pieces.iter().filter(|&&p| p < cluster_end) {
-        // Cannot fail: `positions` holds more than `pieces`.
-        let _ = positions.push(p);
-    }
-    if cluster_end - first > limit {
-        // Ranges must split. A split range wastes least bitmap when its pieces are whole words
-        // long, so the cuts worth trying are the boundaries shifted by whole words (the limit
-        // itself is a whole number of words).
-        let bounds = positions.clone();
-        let exact_steps = add_shifts(
-            &mut positions,
-            &bounds,
-            first,
-            cluster_end,
-            u64::from(geo.word_bits),
-        );
-        if !exact_steps {
-            // Too many: shift by whole ranges only; the result may not be minimal.
-            total.exact = false;
-            positions = bounds.clone();
-            if !add_shifts(&mut positions, &bounds, first, cluster_end, limit) {
-                positions = bounds.clone();
-                // Between two ranges lies a gap without needed MSRs, shorter than the limit
-                // (else the cluster would have split there), so k ranges span less than
-                // 2 * k * limit MSRs: a cluster this long needs more than 16 ranges.
-                let span = cluster_end - first;
-                if span >= 2 * MAX_RANGES as u64 * limit {
-                    total.cost.ranges += span.div_ceil(2 * limit) as u32;
-                    pieces.clear();
-                    return;
-                }
-                // The coarsest cuts that keep every piece within one range: a grid of the limit
-                // from the cluster's start (at most 32 more positions, which fit).
-                let mut cut = first + limit;
-                while cut < cluster_end {
-                    let _ = positions.push(cut);
-                    cut += limit;
-                }
-            }
-        }
-        positions.sort_unstable();
-        let mut deduped: Positions = heapless::Vec::new();
-        for &p in positions.iter() {
-            if deduped.last() != Some(&p) {
-                let _ = deduped.push(p);
-            }
-        }
-        positions = deduped;
-    }
-    let result = solve_cluster(target, geo, default, &positions, cluster_end);
-    total.cost.ranges += result.cost.ranges;
-    total.cost.bytes += result.cost.bytes;
-    total.exact &= result.exact;
-    for run in result.runs {
-        let _ = total.runs.push(run);
-    }
-    pieces.clear();
-}
-
-/// Adds every boundary (and the cluster's end) shifted up and down by multiples of `step` within
-/// the cluster; false when they do not fit.
-fn add_shifts(
-    positions: &mut Positions,
-    bounds: &[u64],
-    first: u64,
-    cluster_end: u64,
-    step: u64,
-) -> bool {
-    for &b in bounds.iter().chain([cluster_end].iter()) {
-        let mut up = b + step;
-        while up < cluster_end {
-            if positions.push(up).is_err() {
-                return false;
-            }
-            up += step;
-        }
-        let mut down = b;
-        while down >= first + step {
-            down -= step;
-            if positions.push(down).is_err() {
-                return false;
-            }
-        }
-    }
-    true
-}
-
-/// The dynamic program over the pieces `[positions[j], positions[j + 1])` (the last one ends at
-/// `cluster_end`).
-fn solve_cluster(
-    target: &dyn Target,
-    geo: Geometry,
-    default: Action,
-    positions: &[u64],
-    cluster_end: u64,
-) -> Solution {
-    let limit = u64::from(geo.max_nmsrs);
-    let pos = |j: usize| positions.get(j).copied().unwrap_or(cluster_end);
-    let mut exact = true;
-    let mut layer: heapless::Vec<State, MAX_STATES> = heapless::Vec::new();
-    let _ = layer.push(State {
-        starts: [NO_START; 3],
-        cost: Cost::default(),
-        runs: heapless::Vec::new(),
-    });
-    for j in 0..positions.len() {
-        let (piece_start, piece_end) = (pos(j), pos(j + 1));
-        let class = Class::of(target, piece_start as u32, default);
-        let mut next: heapless::Vec<State, MAX_STATES> = heapless::Vec::new();
-        for state in layer.iter() {
-            'sets: for set in 0u8..8 {
-                if !class.allows(set) {
-                    continue;
-                }
-                let mut new = state.clone();
-                for f in Family::ALL {
-                    let fi = f as usize;
-                    let was_open = state.starts[fi] != NO_START;
-                    let stays_on = set & (1 << fi) != 0;
-                    if was_open {
-                        let run_start = pos(usize::from(state.starts[fi]));
-                        if stays_on && piece_end - run_start <= limit {
-                            continue;
-                        }
-                        close_run(&mut new, f, run_start, piece_start, geo);
-                    }
-                    if stays_on {
-                        if piece_end - piece_start > limit {
-                            continue 'sets;
-                        }
-                        new.starts[fi] = j as u16;
-                        new.cost.ranges += 1;
-                    }
-                }
-                exact &= insert(&mut next, new);
-            }
-        }
-        layer = next;
-    }
-    let mut best: Option<State> = None;
-    for state in layer.iter() {
-        let mut done = state.clone();
-        for f in Family::ALL {
-            let s = state.starts[f as usize];
-            if s != NO_START {
-                close_run(&mut done, f, pos(usize::from(s)), cluster_end, geo);
-            }
-        }
-        if best.as_ref().is_none_or(|b| done.cost < b.cost) {
-            best = Some(done);
-        }
-    }
-    match best {
-        Some(b) => Solution {
-            cost: b.cost,
-            runs: b.runs,
-            exact,
-        },
-        // Unreachable in practice: every piece admits covering by all three families.
-        None => Solution {
-            cost: Cost {
-                ranges: u32::MAX / 2,
-                bytes: 0,
-            },
-            runs: heapless::Vec::new(),
-            exact: false,
-        },
-    }
-}
-
-fn close_run(state: &mut State, family: Family, start: u64, end: u64, geo: Geometry) {
-    state.cost.bytes += geo.bytes(end - start);
-    state.starts[family as usize] = NO_START;
-    // Past 16 ranges the packing fails anyway; only the count matters then.
-    let _ = state.runs.push(Run {
-        family,
-        first: start as u32,
-        last: (end - 1) as u32,
-    });
-}
-
-/// Adds `new` to a layer unless a state there dominates it; drops the states it dominates.
-/// Returns false when the layer was full and a state had to be dropped.
-fn insert(layer: &mut heapless::Vec<State, MAX_STATES>, new: State) -> bool {
-    if layer.iter().any(|s| s.dominates(&new)) {
-        return true;
-    }
-    layer.retain(|s| !new.dominates(s));
-    match layer.push(new) {
-        Ok(()) => true,
-        Err(new) => {
-            // Keep the cheaper of the new state and the worst one.
-            if let Some((worst, _)) = layer.iter().enumerate().max_by_key(|(_, s)| s.cost) {
-                if new.cost < layer[worst].cost {
-                    layer[worst] = new;
-                }
-            }
-            false
-        }
-    }
+    /// Whether the search ran (else `cost.ranges` is `lower` and there are no runs).
+    pub searched: bool,
+    /// A proven lower bound on the ranges.
+    pub lower: u32,
 }
 
 #[cfg(test)]
@@ -863,7 +867,7 @@ mod tests {
         [Action::Allow, Action::Deny]
             .into_iter()
             .map(|d| {
-                let s = solve(target, geo, d);
+                let s = solve(target, geo, d, u32::MAX);
                 assert!(s.exact, "small searches are exact");
                 s.cost
             })
@@ -1224,12 +1228,29 @@ mod kernel_geometry_tests {
                 .unwrap();
         }
         let err = policy.pack().unwrap_err();
-        let PackError::TooManyRanges { needed, rules, .. } = &err else {
+        let PackError::TooManyRanges {
+            needed,
+            rules,
+            more,
+            ..
+        } = &err
+        else {
             panic!("{err}")
         };
         assert_eq!(*needed, 17);
         assert_eq!(rules.len(), 16, "the first 16 rules are named");
-        assert!(std::format!("{err}").starts_with("the policy needs 17 kernel ranges"));
+        assert_eq!(*more, 1, "and one more is counted");
+        let shown = std::format!("{err}");
+        assert!(
+            shown.starts_with("the policy needs 17 kernel ranges"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "(the first 16; 1 more rule wants the other action than the filter's default)"
+            ),
+            "{shown}"
+        );
     }
 
     #[test]
@@ -1258,8 +1279,6 @@ mod kernel_geometry_tests {
         let packed = policy.pack().unwrap();
         assert_eq!(packed.filter.range_count(), 3);
         assert_eq!(packed.filter.bitmap_bytes(), 0x600 + 0x600 + 8);
-        // The search space of 0x6001 MSRs cut at every 64th exceeds the search's state bound, so
-        // minimality is not proven here, though the result is the optimum.
-        assert!(!packed.proven_minimal);
+        assert!(packed.proven_minimal);
     }
 }

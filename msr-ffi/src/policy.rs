@@ -312,9 +312,7 @@ pub unsafe extern "C" fn msr_filter_policy_pack(
         let policy = arg_ref!(policy);
         let filter_out = arg_mut!(filter_out);
         *filter_out = std::ptr::null_mut();
-        let packed = policy
-            .view()
-            .pack()
+        let packed = msr_filter_kvm::pack(policy.view())
             .map_err(|e| Failure::new(msr_filter_status::PackError, e))?;
         *filter_out = msr_filter_filter::new_handle(packed.filter, packed.proven_minimal);
         Ok(())

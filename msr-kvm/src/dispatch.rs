@@ -284,7 +284,7 @@ impl DispatcherBuilder {
                 .map(|e| Rule::new(e.first, e.last, e.access, Action::Deny)),
         );
         let policy = PolicyView::new(self.default, &rules).map_err(BuildError::Policy)?;
-        let filter = policy.pack().map_err(BuildError::Pack)?.filter;
+        let filter = crate::pack(policy).map_err(BuildError::Pack)?.filter;
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.first);
         let index = AccessType::ALL.map(|a| {

@@ -253,7 +253,7 @@ impl Learned {
         }
         let rules = to_rules(&spans);
         let view = PolicyView::new(Action::Deny, &rules).expect("rules are well formed");
-        let packed = view.pack()?;
+        let packed = crate::pack(view)?;
         let text = self.text(&rules);
         Ok(LearnedPolicy {
             rules,

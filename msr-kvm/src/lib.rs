@@ -49,3 +49,13 @@ pub use dispatch::{
 pub use intercept::{KvmError, MsrInterception};
 pub use live::{LiveDispatcher, Replaced};
 pub use msr_lists::KvmMsrLists;
+
+use msr_filter_core::{scratch_len, PackError, Packed, PolicyView};
+
+/// Packs a policy of any number of rules in time O(n log n), with the working memory
+/// ([`PolicyView::pack_with`]'s scratch) on the heap: what a std host calls instead of
+/// [`PolicyView::pack`], whose stack scratch holds 256 rules.
+pub fn pack(policy: PolicyView<'_>) -> Result<Packed, PackError> {
+    let mut scratch = vec![0; scratch_len(policy.rules().len())];
+    policy.pack_with(&mut scratch)
+}

@@ -124,7 +124,7 @@ impl Loaded {
 
     /// Packs the policy; a failure names the file and the rules concerned with their lines.
     pub(crate) fn pack(&self) -> Result<Packed, Failure> {
-        self.view().pack().map_err(|e| self.pack_failure(&e))
+        msr_filter_kvm::pack(self.view()).map_err(|e| self.pack_failure(&e))
     }
 
     /// `FILE: MESSAGE`, then a note per rule the error names.

@@ -1,0 +1,631 @@
+//! The exact search: a dynamic program over *runs*.
+//!
+//! # Runs instead of ranges
+//! Within one family, ranges never overlap, so the MSRs a family covers form maximal *runs*
+//! (touching ranges merged). A run of `len` MSRs needs at least `ceil(len / L)` ranges
+//! (`L` = 0x3000, the most one range covers) and at least `ceil(len / 64)` bitmap words, since
+//! a sum of ceilings is at least the ceiling of the sum; cutting it at every `L` MSRs from its
+//! start reaches both at once, because `L` is a whole number of words. So the cost of a run
+//! depends on its length only:
+//!
+//! `c(len) = (ceil(len / L), 8 * ceil(len / 64))`,
+//!
+//! monotone in `len` and subadditive (`c(x + y) <= c(x) + c(y)`). A packing is a choice, for
+//! every MSR, of the set of families covering it, valid for the MSR's class (see the module docs
+//! of `pack`); its cost is the sum of `c` over the runs that choice forms. The length limit has
+//! gone: the search never needs to know where a run is cut into ranges.
+//!
+//! # Clusters
+//! A free gap of at least `L` MSRs splits the problem: a run across it costs at least as much as
+//! the two runs on either side (`ceil((a + g + b) / L) >= ceil((a + b) / L) + 1 >=
+//! ceil(a / L) + ceil(b / L)` for `g >= L`, and the same for words since `L >= 64`). So each
+//! *cluster* (needed MSRs with gaps shorter than `L`) is solved alone, and the sum of
+//! `ceil(needed MSRs / L)` over clusters is a lower bound on the number of ranges (a range
+//! covers at most `L` MSRs and cannot reach two clusters).
+//!
+//! # Where the choice changes
+//! The MSR space is cut into *pieces* of constant class (consecutive intervals of one class
+//! merged). The set of families may change at a piece boundary or inside a piece. Inside a
+//! piece every valid set stays valid, so a change at `m` from `S1` to `S2` (closing the runs of
+//! `C = S1 \ S2`, opening those of `O = S2 \ S1`) can be moved right, making `[m, m')` covered by
+//! `S1`: the opened runs get shorter (no dearer) and the closed ones longer, which costs nothing
+//! until some closed run's length passes a multiple of 64 (`c` is constant on
+//! `(64 (k - 1), 64 k]`, and `L` is a multiple of 64). So every change inside a piece sits at
+//! the end of the piece (which is the next piece's boundary), at another change (they merge;
+//! a run closed and reopened there merges, which subadditivity makes no dearer), or at a point
+//! `m = s + 64 k` where `s` is the start of a run closed at `m`. If nothing closes, the change
+//! moves to the piece's end. In a *free* piece any set is valid, so its closes move to its
+//! start and its opens to its end: a free gap needs no change point; the next needed piece's
+//! first change point closes runs at the gap's start (possibly restarting a family there: a
+//! run closed at the gap's start and another opened after it). Run starts are change points,
+//! so by induction every change point inside a needed piece `[p0, p1)` is congruent mod 64 to
+//! `p0` or to the start of a run open at `p0`. The search tries all of them: the search runs
+//! only below a lower bound of 64 ranges, so there are at most `64 L / 64` word steps of
+//! needed MSRs per residue; past [`INTERIOR_BUDGET`] change points in one cluster, pieces are
+//! tried at their ends only (still exact, not proven minimal).
+//!
+//! # The program
+//! A state, at a change point `x` before the set from `x` on is chosen, is the set of open runs
+//! with their starts and the cost of the runs closed so far. Every run of the cluster closes
+//! by the cluster's end `E`. State `A` can follow any future of state `B` at no more cost when
+//! `cost(A) + sum over families of pen(F) <= cost(B)`, where: `F` open in both: the most
+//! `c(e - s_A) - c(e - s_B)` can be for a closing point `e` in `[x, E]` (computed exactly per
+//! component from quotients and remainders, negative when `A`'s run starts later); open in `A`
+//! only: `c(x - s_A)` (`A` closes it at `x`); open in `B` only: the most `c(e - x) - c(e - s_B)`
+//! can be (`A` opens it at `x`). Costs add per component and compare as (ranges, bytes), so the
+//! sum bounds `A`'s cost in every future; dropping `B` keeps the optimum. The program is exact
+//! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports; in practice
+//! layers hold a handful of states.
+
+use crate::Action;
+
+use super::{Class, Cost, Family, Geometry, Run, Solution, Target, MAX_RANGES};
+
+/// Live states kept per change point.
+pub(crate) const MAX_STATES: usize = 96;
+
+/// A position with its quotient and remainder by the range limit `L` (index 0) and by the
+/// bitmap word (index 1), so that the dominance test needs no division.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pos {
+    at: u64,
+    q: [u32; 2],
+    r: [u32; 2],
+}
+
+impl Pos {
+    fn new(at: u64, geo: Geometry) -> Pos {
+        let k = geo.moduli();
+        // Positions are below 2^33, the moduli at least 1: quotients and remainders fit.
+        Pos {
+            at,
+            q: [(at / k[0]) as u32, (at / k[1]) as u32],
+            r: [(at % k[0]) as u32, (at % k[1]) as u32],
+        }
+    }
+}
+
+/// What the program compares of a state.
+#[derive(Clone, Copy, Debug)]
+struct Key {
+    /// Bit `f` set: family `f` has an open run.
+    open: u8,
+    /// Start of each open run.
+    starts: [Pos; 3],
+    /// Cost of the runs closed so far.
+    cost: Cost,
+}
+
+#[derive(Clone, Debug)]
+struct State {
+    key: Key,
+    /// The ranges of the runs closed so far (the first 16).
+    runs: heapless::Vec<Run, MAX_RANGES>,
+}
+
+type Layer = heapless::Vec<State, MAX_STATES>;
+
+impl Geometry {
+    /// `c(len)`: the cost of a run of `len` MSRs.
+    fn run_cost(&self, len: u64) -> Cost {
+        Cost {
+            ranges: len.div_ceil(u64::from(self.max_nmsrs)) as u32,
+            bytes: self.bytes(len),
+        }
+    }
+}
+
+impl Cost {
+    fn plus(self, other: Cost) -> Cost {
+        Cost {
+            ranges: self.ranges.saturating_add(other.ranges),
+            bytes: self.bytes.saturating_add(other.bytes),
+        }
+    }
+}
+
+impl Geometry {
+    /// The two granularities of `c`: the range limit and the bitmap word.
+    fn moduli(&self) -> [u64; 2] {
+        [u64::from(self.max_nmsrs), u64::from(self.word_bits)]
+    }
+}
+
+/// The most `ceil((e - a) / k) - ceil((e - b) / k)` can be for `e` in `[lo, hi]` (`lo` after
+/// both `a` and `b`); for `a > b` a bound: `-floor((a - b) / k)`. `k` is modulus `m` of the
+/// geometry; the quotients and remainders come with the positions.
+///
+/// For `a <= b`, `d = b - a`: with `v = e - b`, the difference counts the multiples of `k` in
+/// `[v, v + d)`, i.e. `floor(d / k)` plus one exactly when `(v - 1) mod k >= k - d mod k`.
+fn step_gap(a: &Pos, b: &Pos, lo: &Pos, hi: u64, m: usize, k: u64) -> i64 {
+    // floor((x - y) / k) and (x - y) mod k for x >= y, from quotients and remainders.
+    let split = |x: &Pos, y: &Pos| -> (u64, u64) {
+        let (xq, yq, xr, yr) = (
+            u64::from(x.q[m]),
+            u64::from(y.q[m]),
+            u64::from(x.r[m]),
+            u64::from(y.r[m]),
+        );
+        if xr >= yr {
+            (xq - yq, xr - yr)
+        } else {
+            (xq - yq - 1, xr + k - yr)
+        }
+    };
+    if a.at > b.at {
+        return -(split(a, b).0 as i64);
+    }
+    let (whole, part) = split(b, a);
+    if part == 0 {
+        return whole as i64;
+    }
+    let first = lo.at - b.at - 1; // the smallest v - 1
+    let reaches = if hi - lo.at + 1 >= k {
+        true
+    } else {
+        // first mod k
+        let r = match split(lo, b).1 {
+            0 => k - 1,
+            r => r - 1,
+        };
+        r >= k - part || first + (k - part - r) < hi - b.at
+    };
+    whole as i64 + i64::from(reaches)
+}
+
+/// Whether `a` can follow every future of `b` from change point `at` at no more cost, in a
+/// cluster whose runs all close by `end`: `a` keeps the runs both have open (its run from
+/// `s_a` instead of `s_b` costs at most [`step_gap`] more per component, a negative amount when it starts
+/// later), closes at `at` the runs only it has (`c(at - s_a)`), and opens at `at` the runs only
+/// `b` has (a run from `at` instead of `s_b`, no dearer). If the sum of its cost and those
+/// amounts is no more than `b`'s cost (compared as (ranges, bytes), after adding per component),
+/// dropping `b` keeps the optimum.
+fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
+    // Ranges first: they decide unless equal (the order is lexicographic).
+    let mut ranges = i64::from(a.cost.ranges);
+    let k = geo.moduli();
+    for f in 0..3 {
+        let bit = 1 << f;
+        ranges += match (a.open & bit != 0, b.open & bit != 0) {
+            (true, true) => step_gap(&a.starts[f], &b.starts[f], at, end, 0, k[0]),
+            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).ranges),
+            (false, true) => step_gap(at, &b.starts[f], at, end, 0, k[0]),
+            (false, false) => 0,
+        };
+    }
+    let limit = i64::from(b.cost.ranges);
+    if ranges != limit {
+        return ranges < limit;
+    }
+    let mut bytes = i64::from(a.cost.bytes);
+    let word = i64::from(geo.word_bytes);
+    for f in 0..3 {
+        let bit = 1 << f;
+        bytes += match (a.open & bit != 0, b.open & bit != 0) {
+            (true, true) => word * step_gap(&a.starts[f], &b.starts[f], at, end, 1, k[1]),
+            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).bytes),
+            (false, true) => word * step_gap(at, &b.starts[f], at, end, 1, k[1]),
+            (false, false) => 0,
+        };
+    }
+    bytes <= i64::from(b.cost.bytes)
+}
+
+/// Whether a state of `layer` dominates `key`; if not, drops those `key` dominates and makes
+/// room for it. Returns (whether to insert, whether the layer stayed exact).
+fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
+    if layer.iter().any(|s| dominates(&s.key, key, at, end, geo)) {
+        return (false, true);
+    }
+    layer.retain(|s| !dominates(key, &s.key, at, end, geo));
+    if !layer.is_full() {
+        return (true, true);
+    }
+    // Full: keep the cheaper of the new state and the worst one.
+    if let Some((worst, _)) = layer.iter().enumerate().max_by_key(|(_, s)| s.key.cost) {
+        if key.cost < layer[worst].key.cost {
+            layer.swap_remove(worst);
+            return (true, false);
+        }
+    }
+    (false, false)
+}
+
+/// The ranges of a run of family `f` over `[start, end)`, cut every `L` MSRs from its start.
+fn push_ranges(
+    runs: &mut heapless::Vec<Run, MAX_RANGES>,
+    f: usize,
+    start: u64,
+    end: u64,
+    geo: Geometry,
+) {
+    let family = Family::ALL[f];
+    let limit = u64::from(geo.max_nmsrs);
+    let mut first = start;
+    while first < end {
+        let last = (first + limit).min(end) - 1;
+        // Past 16 ranges the packing fails anyway; only the count matters then.
+        let _ = runs.push(Run {
+            family,
+            first: first as u32,
+            last: last as u32,
+        });
+        first += limit;
+    }
+}
+
+/// Moves every state from `from` (at change point `at`, its set not yet chosen) to `to` (at
+/// the next change point `next`): each may switch to any set `sets` allows (given its open
+/// set), closing runs at `close_at` (`at`, or the start of the free gap before it) and opening
+/// runs at `at`.
+fn step(
+    from: &Layer,
+    to: &mut Layer,
+    (close_at, at, next, end): (u64, u64, u64, u64),
+    geo: Geometry,
+    sets: impl Fn(u8) -> u8,
+) -> bool {
+    let mut exact = true;
+    to.clear();
+    let (open_at, next) = (Pos::new(at, geo), Pos::new(next, geo));
+    for state in from.iter() {
+        let allowed = sets(state.key.open);
+        let old = state.key.open;
+        // Keeping the open set first: it is the likeliest to dominate the other candidates,
+        // which are then dropped at the first comparison.
+        for k in 0u8..8 {
+            let set = k ^ old;
+            if allowed & (1 << set) == 0 {
+                continue;
+            }
+            // Runs kept in the set may also end at `close_at` and start again at `at`, when a
+            // free gap lies between. Not worth trying when the run, kept to the cluster's end,
+            // needs no more ranges than its part before the gap: the restart costs a range more
+            // than that, whatever follows.
+            let mut restartable = 0;
+            if close_at < at {
+                let limit = u64::from(geo.max_nmsrs);
+                for f in 0..3 {
+                    let start = state.key.starts[f].at;
+                    if old & set & (1 << f) != 0
+                        && (end - start).div_ceil(limit) > (close_at - start).div_ceil(limit)
+                    {
+                        restartable |= 1 << f;
+                    }
+                }
+            }
+            let mut restart = restartable;
+            loop {
+                let closing = old & !(set & !restart);
+                let opening = set & !(old & !restart);
+                let mut key = state.key;
+                for f in 0..3 {
+                    let bit = 1 << f;
+                    if closing & bit != 0 {
+                        key.cost = key.cost.plus(geo.run_cost(close_at - key.starts[f].at));
+                    }
+                    if opening & bit != 0 {
+                        key.starts[f] = open_at;
+                    }
+                }
+                key.open = set;
+                let (insert, kept_all) = admit(to, &key, (&next, end), geo);
+                exact &= kept_all;
+                if insert {
+                    let mut runs = state.runs.clone();
+                    for f in 0..3 {
+                        if closing & (1 << f) != 0 {
+                            push_ranges(&mut runs, f, state.key.starts[f].at, close_at, geo);
+                        }
+                    }
+                    let _ = to.push(State { key, runs });
+                }
+                if restart == 0 {
+                    break;
+                }
+                restart = (restart - 1) & restartable;
+            }
+        }
+    }
+    exact
+}
+
+/// The sets (as a mask over the 8 family sets) valid for a needed class.
+fn valid_sets(class: Class) -> u8 {
+    let mut mask = 0;
+    for set in 1u8..8 {
+        if class.allows(set) {
+            mask |= 1 << set;
+        }
+    }
+    mask
+}
+
+/// The search over one cluster, fed piece by piece.
+struct Cluster {
+    /// Where the cluster's last needed MSR ends: every run closes by then.
+    end: u64,
+    /// The current layer and the one being built (flipped, never moved: each is 27 KiB).
+    layers: [Layer; 2],
+    current: usize,
+    exact: bool,
+    /// The end of the last needed piece so far.
+    last_end: u64,
+    /// Change points inside pieces the cluster may still try (see [`INTERIOR_BUDGET`]).
+    budget: u64,
+}
+
+/// Change points inside needed pieces one cluster may try. Typical policies need a few per
+/// long piece; a policy with long needed pieces after many runs of distinct residues could
+/// need hundreds of thousands, and past this budget a piece is tried at its ends only: the
+/// filter stays exact, [`Solution::exact`] becomes false.
+const INTERIOR_BUDGET: u64 = 1 << 16;
+
+impl Cluster {
+    fn new() -> Cluster {
+        Cluster {
+            end: 0,
+            layers: [Layer::new(), Layer::new()],
+            current: 0,
+            exact: true,
+            last_end: 0,
+            budget: INTERIOR_BUDGET,
+        }
+    }
+
+    /// Starts a cluster whose needed MSRs start at `first` and end at `end`.
+    fn reset(&mut self, first: u64, end: u64) {
+        self.end = end;
+        self.exact = true;
+        self.current = 0;
+        self.last_end = first;
+        self.budget = INTERIOR_BUDGET;
+        self.layers[1].clear();
+        self.layers[0].clear();
+        let _ = self.layers[0].push(State {
+            key: Key {
+                open: 0,
+                starts: [Pos::default(); 3],
+                cost: Cost::default(),
+            },
+            runs: heapless::Vec::new(),
+        });
+    }
+
+    fn layer(&self) -> &Layer {
+        &self.layers[self.current]
+    }
+
+    fn advance(
+        &mut self,
+        (close_at, at, next): (u64, u64, u64),
+        geo: Geometry,
+        sets: impl Fn(u8) -> u8,
+    ) {
+        let [first, second] = &mut self.layers;
+        let (from, to) = if self.current == 0 {
+            (&*first, second)
+        } else {
+            (&*second, first)
+        };
+        self.exact &= step(from, to, (close_at, at, next, self.end), geo, sets);
+        self.current ^= 1;
+    }
+
+    /// A needed piece `[p0, p1)` of `class`. A free gap before it needs no step of its own:
+    /// runs that end in it close at its start (the end of the last needed piece), which is
+    /// never dearer than closing later, and runs open only at a needed piece.
+    fn needed(&mut self, p0: u64, p1: u64, class: Class, geo: Geometry) {
+        let sets = valid_sets(class);
+        let w = u64::from(geo.word_bits);
+        // Residues (mod the word) of the change points inside the piece: the piece's start and
+        // the starts of the runs open at it.
+        let mut residues = 1u64 << (p0 % w);
+        for s in self.layer().iter() {
+            for f in 0..3 {
+                if s.key.open & (1 << f) != 0 {
+                    residues |= 1 << s.key.starts[f].r[1];
+                }
+            }
+        }
+        let points = (p1 - p0).div_ceil(w) * u64::from(residues.count_ones());
+        if points > self.budget {
+            residues = 0;
+            self.exact = false;
+        } else {
+            self.budget -= points;
+        }
+        let mut close_at = self.last_end;
+        let mut at = p0;
+        let mut block = p0 - p0 % w;
+        while block < p1 && residues != 0 {
+            let mut bits = residues;
+            while bits != 0 {
+                let m = block + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                if m > at && m < p1 {
+                    self.advance((close_at, at, m), geo, |_| sets);
+                    (close_at, at) = (m, m);
+                }
+            }
+            block += w;
+        }
+        self.advance((close_at, at, p1), geo, |_| sets);
+        self.last_end = p1;
+    }
+
+    /// Closes every run at `end` and returns the cheapest state.
+    fn finish(&self, end: u64, geo: Geometry) -> (Cost, heapless::Vec<Run, MAX_RANGES>) {
+        let mut best: Option<(Cost, &State)> = None;
+        for state in self.layer().iter() {
+            let mut cost = state.key.cost;
+            for f in 0..3 {
+                if state.key.open & (1 << f) != 0 {
+                    cost = cost.plus(geo.run_cost(end - state.key.starts[f].at));
+                }
+            }
+            if best.is_none_or(|(b, _)| cost < b) {
+                best = Some((cost, state));
+            }
+        }
+        // The layer always holds a state: every needed piece admits all three families.
+        let Some((cost, state)) = best else {
+            let cost = Cost {
+                ranges: u32::MAX / 2,
+                bytes: 0,
+            };
+            return (cost, heapless::Vec::new());
+        };
+        let mut runs = state.runs.clone();
+        for f in 0..3 {
+            if state.key.open & (1 << f) != 0 {
+                push_ranges(&mut runs, f, state.key.starts[f].at, end, geo);
+            }
+        }
+        (cost, runs)
+    }
+}
+
+/// Calls `f(p0, p1, class)` for each maximal piece of one class, in order.
+fn pieces(target: &dyn Target, default: Action, mut f: impl FnMut(u64, u64, Class)) {
+    let end = target.end();
+    let mut start = 0u64;
+    let mut current: Option<(u64, Class)> = None;
+    while start < end {
+        let (intent, next) = target.piece(start as u32);
+        let class = Class::of_piece(intent, default);
+        match current {
+            Some((_, c)) if c == class => {}
+            Some((p0, c)) => {
+                f(p0, start, c);
+                current = Some((start, class));
+            }
+            None => current = Some((start, class)),
+        }
+        start = next;
+    }
+    if let Some((p0, c)) = current {
+        f(p0, end, c);
+    }
+}
+
+/// The end of the last needed MSR of the cluster whose first needed MSR is `p0`.
+fn cluster_end(target: &dyn Target, default: Action, p0: u64, limit: u64) -> u64 {
+    let mut last = p0;
+    let mut x = p0;
+    while x < target.end() {
+        let (intent, next) = target.piece(x as u32);
+        let needed = Class::of_piece(intent, default) != Class::Free;
+        if x >= last + limit && (needed || x > p0) {
+            break;
+        }
+        if needed {
+            last = next;
+        }
+        x = next;
+    }
+    last
+}
+
+/// The lower bound of the module docs: the sum over clusters of `ceil(needed MSRs / L)`.
+/// Cluster ends remembered by the lower bound's pass: a search runs only below 64 ranges, so
+/// with at most 64 clusters (each needs a range); past that, ends are looked up again.
+type Ends = heapless::Vec<u64, 64>;
+
+fn lower_bound(target: &dyn Target, geo: Geometry, default: Action, ends: &mut Ends) -> u64 {
+    let limit = u64::from(geo.max_nmsrs);
+    let mut bound = 0u64;
+    let mut cluster: u64 = 0; // needed MSRs of the open cluster
+    let mut last_need_end: Option<u64> = None;
+    pieces(target, default, |p0, p1, class| {
+        if class == Class::Free {
+            return;
+        }
+        if let Some(e) = last_need_end.filter(|&e| p0 - e >= limit) {
+            bound += cluster.div_ceil(limit);
+            cluster = 0;
+            let _ = ends.push(e);
+        }
+        cluster += p1 - p0;
+        last_need_end = Some(p1);
+    });
+    if let Some(e) = last_need_end {
+        let _ = ends.push(e);
+    }
+    bound + cluster.div_ceil(limit)
+}
+
+/// Searches the best packing of `target` with the given default action. When the lower bound
+/// already exceeds `give_up` ranges, the search is skipped: the solution then has that bound as
+/// its count, no runs, and `searched == false`.
+pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up: u32) -> Solution {
+    let mut ends = Ends::new();
+    let bound = lower_bound(target, geo, default, &mut ends);
+    let lower = u32::try_from(bound).unwrap_or(u32::MAX);
+    if bound > u64::from(give_up) {
+        return Solution {
+            cost: Cost {
+                ranges: lower,
+                bytes: 0,
+            },
+            runs: heapless::Vec::new(),
+            exact: false,
+            searched: false,
+            lower,
+        };
+    }
+    let limit = u64::from(geo.max_nmsrs);
+    let mut total = Solution {
+        cost: Cost::default(),
+        runs: heapless::Vec::new(),
+        exact: true,
+        searched: true,
+        lower,
+    };
+    let mut cluster = Cluster::new();
+    let mut clusters = 0;
+    let mut active = false;
+    let mut last_need_end = 0u64;
+    let finish = |c: &Cluster, end: u64, total: &mut Solution| {
+        let (cost, runs) = c.finish(end, geo);
+        total.cost = total.cost.plus(cost);
+        total.exact &= c.exact;
+        for run in runs {
+            let _ = total.runs.push(run);
+        }
+    };
+    pieces(target, default, |p0, p1, class| {
+        if class == Class::Free {
+            return;
+        }
+        if active && p0 - last_need_end >= limit {
+            finish(&cluster, last_need_end, &mut total);
+            active = false;
+        }
+        if !active {
+            let end = match ends.get(clusters) {
+                Some(&end) if ends.len() < ends.capacity() => end,
+                _ => cluster_end(target, default, p0, limit),
+            };
+            cluster.reset(p0, end);
+            clusters += 1;
+            active = true;
+        }
+        cluster.needed(p0, p1, class, geo);
+        last_need_end = p1;
+    });
+    if active {
+        finish(&cluster, last_need_end, &mut total);
+    }
+    if total.cost.ranges == 0 && default == Action::Deny {
+        // The kernel refuses DEFAULT_DENY without ranges: add one that denies MSR 0, which the
+        // intent denies anyway (nothing differs from the default).
+        total.cost = geo.run_cost(1);
+        let _ = total.runs.push(Run {
+            family: Family::Both,
+            first: 0,
+            last: 0,
+        });
+    }
+    total
+}
