@@ -632,20 +632,9 @@ impl Dispatcher {
     /// `vcpu` is the VMM's index of the exiting vCPU; handlers with per-vCPU state use it.
     #[inline]
     pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> Dispatch {
-        match exit {
-            VcpuExit::X86Rdmsr(e) => {
-                self.dispatch_msr(vcpu, AccessType::Read, e.reason, e.index, e.data, e.error)
-            }
-            VcpuExit::X86Wrmsr(e) => self.dispatch_msr(
-                vcpu,
-                AccessType::Write,
-                e.reason,
-                e.index,
-                &mut e.data,
-                e.error,
-            ),
-            _ => Dispatch::NotMsr,
-        }
+        on_msr_exit(exit, |access, reason, index, data, error| {
+            self.dispatch_msr(vcpu, access, reason, index, data, error)
+        })
     }
 
     /// Handles an MSR exit given in its parts, for VMMs with exit types of their own: the
@@ -750,6 +739,23 @@ impl Dispatcher {
     /// list of unknown MSRs the guest touched.
     pub fn route_msr_stats(&self) -> Vec<RouteMsrStats> {
         self.route_stats.per_msr.snapshot()
+    }
+}
+
+/// Calls `complete` with the parts of an MSR exit (the access, and `kvm_run`'s `reason`,
+/// `index`, `data` and `error`; for a write, `data` is the value written), for every entry
+/// point that takes a `VcpuExit`; any other exit is left untouched ([`Dispatch::NotMsr`]).
+#[inline]
+pub(crate) fn on_msr_exit(
+    exit: &mut VcpuExit<'_>,
+    complete: impl FnOnce(AccessType, MsrExitReason, u32, &mut u64, &mut u8) -> Dispatch,
+) -> Dispatch {
+    match exit {
+        VcpuExit::X86Rdmsr(e) => complete(AccessType::Read, e.reason, e.index, e.data, e.error),
+        VcpuExit::X86Wrmsr(e) => {
+            complete(AccessType::Write, e.reason, e.index, &mut e.data, e.error)
+        }
+        _ => Dispatch::NotMsr,
     }
 }
 

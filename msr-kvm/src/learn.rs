@@ -31,7 +31,7 @@ use msr_filter_core::{
 use vmm_sys_util::ioctl::{ioctl_with_mut_ptr, ioctl_with_ptr};
 use vmm_sys_util::{ioctl_iow_nr, ioctl_iowr_nr};
 
-use crate::dispatch::Dispatch;
+use crate::dispatch::{on_msr_exit, Dispatch};
 
 /// The vCPU ioctls forwarding uses, on a duplicate of the vCPU fd (`kvm_ioctls::VcpuFd`'s own
 /// methods need the `VcpuFd`, which the exit being completed borrows).
@@ -108,15 +108,9 @@ impl LearnerVcpu {
     /// Completes an MSR exit of this vCPU by forwarding it to KVM, and records it. Any other
     /// exit is left untouched.
     pub fn forward(&mut self, exit: &mut VcpuExit<'_>) -> Dispatch {
-        match exit {
-            VcpuExit::X86Rdmsr(e) => {
-                self.forward_msr(AccessType::Read, e.reason, e.index, e.data, e.error)
-            }
-            VcpuExit::X86Wrmsr(e) => {
-                self.forward_msr(AccessType::Write, e.reason, e.index, &mut e.data, e.error)
-            }
-            _ => Dispatch::NotMsr,
-        }
+        on_msr_exit(exit, |access, reason, index, data, error| {
+            self.forward_msr(access, reason, index, data, error)
+        })
     }
 
     /// [`forward`](Self::forward) for an exit given in its parts. The exit is marked #GP before

@@ -27,7 +27,7 @@ use kvm_ioctls::{MsrExitReason, VcpuExit, VmFd};
 use msr_filter_core::swap::{Generations, VcpuEpoch};
 use msr_filter_core::AccessType;
 
-use crate::dispatch::{Dispatch, Dispatcher};
+use crate::dispatch::{on_msr_exit, Dispatch, Dispatcher};
 use crate::intercept::{KvmError, MsrInterception};
 use crate::sync::{AtomicBool, AtomicPtr, Mutex, MutexGuard};
 
@@ -460,20 +460,9 @@ impl<V: Borrow<VmFd>> LiveDispatcher<V> {
     /// Handles an exit as [`Dispatcher::dispatch`] does, with the table that serves it.
     #[inline]
     pub fn dispatch(&self, vcpu: usize, exit: &mut VcpuExit<'_>) -> Dispatch {
-        match exit {
-            VcpuExit::X86Rdmsr(e) => {
-                self.dispatch_msr(vcpu, AccessType::Read, e.reason, e.index, e.data, e.error)
-            }
-            VcpuExit::X86Wrmsr(e) => self.dispatch_msr(
-                vcpu,
-                AccessType::Write,
-                e.reason,
-                e.index,
-                &mut e.data,
-                e.error,
-            ),
-            _ => Dispatch::NotMsr,
-        }
+        on_msr_exit(exit, |access, reason, index, data, error| {
+            self.dispatch_msr(vcpu, access, reason, index, data, error)
+        })
     }
 
     /// Handles an exit given in its parts, as [`Dispatcher::dispatch_msr`] does, with the
