@@ -285,6 +285,28 @@ typedef struct msr_filter_dispatcher_builder msr_filter_dispatcher_builder;
 typedef struct msr_filter_filter msr_filter_filter;
 
 /**
+ * What several recorders (vCPUs, runs) saw, joined. Made by `msr_filter_learned_new`, freed
+ * by `msr_filter_learned_free`. Not thread-safe for changes.
+ */
+typedef struct msr_filter_learned msr_filter_learned;
+
+/**
+ * The learning filter: denies every MSR (x2APIC MSRs stay with KVM), so every access exits.
+ * Made by `msr_filter_learner_new`, freed by `msr_filter_learner_free`. Immutable:
+ * thread-safe.
+ */
+typedef struct msr_filter_learner msr_filter_learner;
+
+/**
+ * One vCPU's recorder: completes that vCPU's MSR exits by forwarding them to KVM
+ * (`KVM_GET_MSRS`/`KVM_SET_MSRS` on a duplicate of the vCPU fd) and records MSR, access,
+ * count and first value. Made by `msr_filter_learner_vcpu_new`, freed by
+ * `msr_filter_learner_vcpu_free`. **Not thread-safe**: it belongs to its vCPU's thread (which
+ * is why it needs no lock).
+ */
+typedef struct msr_filter_learner_vcpu msr_filter_learner_vcpu;
+
+/**
  * A dispatcher that can be replaced, with its filter, while vCPU threads run: it owns the VM's
  * interception (so every replacement keeps the ordering rule) and the dispatchers. Every MSR
  * exit is served by the handler the old or the new dispatcher gives its MSR; none is lost to a
@@ -882,6 +904,127 @@ msr_filter_status msr_filter_filter_from_kvm(const struct msr_filter_kvm_msr_fil
  * `filter` must be NULL or a live filter from this library that no thread uses any more.
  */
 void msr_filter_filter_free(struct msr_filter_filter *filter);
+
+/**
+ * A new learner. The caller owns `*learner_out` and frees it with `msr_filter_learner_free`.
+ *
+ * # Safety
+ * `learner_out` writable.
+ */
+msr_filter_status msr_filter_learner_new(struct msr_filter_learner **learner_out);
+
+/**
+ * The learning filter, as a new filter handle the caller owns (free it with
+ * `msr_filter_filter_free`): install it with `msr_filter_vm_install` (which enables FILTER
+ * exits first), or export it with `msr_filter_filter_kvm_msr_filter`. Thread-safe.
+ *
+ * # Safety
+ * `learner` a live learner from this library; `filter_out` writable.
+ */
+msr_filter_status msr_filter_learner_filter(const struct msr_filter_learner *learner, struct msr_filter_filter **filter_out);
+
+/**
+ * Frees a learner. NULL is allowed and does nothing. Recorders made from it stay valid.
+ *
+ * # Safety
+ * `learner` NULL or a live learner from this library, not used again.
+ */
+void msr_filter_learner_free(struct msr_filter_learner *learner);
+
+/**
+ * A recorder for the vCPU whose fd is `vcpu_fd` (from `KVM_CREATE_VCPU`; the recorder keeps a
+ * duplicate, so the caller keeps its own fd). The caller owns `*vcpu_out` and frees it with
+ * `msr_filter_learner_vcpu_free`. `MSR_FILTER_STATUS_INVALID_ARGUMENT` when the fd cannot be
+ * duplicated.
+ *
+ * # Safety
+ * `learner` a live learner from this library; `vcpu_fd` an open fd for the duration of the
+ * call; `vcpu_out` writable.
+ */
+msr_filter_status msr_filter_learner_vcpu_new(const struct msr_filter_learner *learner, int32_t vcpu_fd, struct msr_filter_learner_vcpu **vcpu_out);
+
+/**
+ * Completes the MSR exit in `run` (a `struct kvm_run *` of this recorder's vCPU) by forwarding
+ * it to KVM, and records it: `msr.error` is 1 unless KVM completed the access (an MSR KVM does
+ * not know stays #GP); for a read `msr.data` is the value KVM read. Any other exit is left
+ * untouched (`MSR_FILTER_OUTCOME_NOT_MSR`). `outcome_out` may be NULL.
+ *
+ * Call it on the vCPU's own thread. Allocates when an MSR and access are seen the first time.
+ *
+ * # Safety
+ * `vcpu` a live recorder no other thread uses; `run` a `struct kvm_run` nothing else touches
+ * during the call; `outcome_out` NULL or writable.
+ */
+msr_filter_status msr_filter_learner_vcpu_forward_run(struct msr_filter_learner_vcpu *vcpu, void *run, msr_filter_outcome *outcome_out);
+
+/**
+ * [`msr_filter_learner_vcpu_forward_run`] for an exit given in its parts (QEMU's shape):
+ * `is_write` for `KVM_EXIT_X86_WRMSR`, and `kvm_run`'s `msr.reason`, `msr.index`, `&msr.data`
+ * and `&msr.error`. `outcome_out` may be NULL.
+ *
+ * # Safety
+ * `vcpu` a live recorder no other thread uses; `data` and `error` writable; `outcome_out`
+ * NULL or writable.
+ */
+msr_filter_status msr_filter_learner_vcpu_forward_msr(struct msr_filter_learner_vcpu *vcpu, bool is_write, uint32_t reason, uint32_t index, unsigned long long *data, uint8_t *error, msr_filter_outcome *outcome_out);
+
+/**
+ * Frees a recorder (closing its duplicate of the vCPU fd). NULL is allowed and does nothing.
+ *
+ * # Safety
+ * `vcpu` NULL or a live recorder from this library, not used again.
+ */
+void msr_filter_learner_vcpu_free(struct msr_filter_learner_vcpu *vcpu);
+
+/**
+ * An empty set of observations. The caller owns `*learned_out` and frees it with
+ * `msr_filter_learned_free`.
+ *
+ * # Safety
+ * `learned_out` writable.
+ */
+msr_filter_status msr_filter_learned_new(struct msr_filter_learned **learned_out);
+
+/**
+ * Adds what `vcpu` recorded (a union: counts add up). Call it once the vCPU's thread no
+ * longer uses the recorder.
+ *
+ * # Safety
+ * `learned` a live handle no other thread uses; `vcpu` a live recorder no other thread uses
+ * during the call.
+ */
+msr_filter_status msr_filter_learned_merge(struct msr_filter_learned *learned, const struct msr_filter_learner_vcpu *vcpu);
+
+/**
+ * The learned allow-list as a policy handle the caller owns (free it with
+ * `msr_filter_policy_free`; pack it, or build a dispatcher from it): `default deny`, an allow
+ * rule per run of MSRs KVM completed. `MSR_FILTER_STATUS_PACK_ERROR` (with the message) when it
+ * cannot fit 16 ranges.
+ *
+ * # Safety
+ * `learned` a live handle; `policy_out` writable.
+ */
+msr_filter_status msr_filter_learned_policy(const struct msr_filter_learned *learned, struct msr_filter_policy **policy_out);
+
+/**
+ * The learned allow-list as policy text (with each MSR's name and counts in comments), copied
+ * into `buf` as a NUL-terminated string cut to `len - 1` bytes; `*out_len` is the full text's
+ * length (call with `len` 0 and `buf` NULL to learn it: that returns
+ * `MSR_FILTER_STATUS_BUFFER_TOO_SMALL`, as for any cut text); `MSR_FILTER_STATUS_PACK_ERROR` when it cannot fit 16 ranges.
+ *
+ * # Safety
+ * `learned` a live handle; `buf` writable for `len` bytes (NULL only when `len` is 0);
+ * `out_len` writable.
+ */
+msr_filter_status msr_filter_learned_policy_text(const struct msr_filter_learned *learned, char *buf, size_t len, size_t *out_len);
+
+/**
+ * Frees a set of observations. NULL is allowed and does nothing.
+ *
+ * # Safety
+ * `learned` NULL or a live handle from this library, not used again.
+ */
+void msr_filter_learned_free(struct msr_filter_learned *learned);
 
 /**
  * Takes over `vm` (its interception) and `first`, installs `first`'s filter (enabling the exit

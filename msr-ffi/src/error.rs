@@ -85,6 +85,40 @@ impl msr_filter_status {
     ];
 }
 
+/// Copies `text` into the caller's buffer as a NUL-terminated string, cut (at a character
+/// boundary) to `len - 1` bytes; `*out_len` is the full text's length. `BufferTooSmall` when it
+/// was cut.
+///
+/// # Safety
+/// `out_len` writable; `buf` writable for `len` bytes (may be NULL only when `len` is 0).
+pub(crate) unsafe fn copy_text(
+    text: &str,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> msr_filter_status {
+    let mut n = text.len().min(len.saturating_sub(1));
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    if len > 0 {
+        // SAFETY: the caller gives `len` writable bytes at `buf` (non-NULL since `len > 0`);
+        // `n < len`, so the text bytes and the NUL fit; the text is Rust-owned memory, distinct
+        // from the caller's buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+        }
+    }
+    // SAFETY: the caller promises `out_len` writable.
+    unsafe { *out_len = text.len() };
+    if n < text.len() {
+        msr_filter_status::BufferTooSmall
+    } else {
+        msr_filter_status::Ok
+    }
+}
+
 /// Why a call failed: its status and the message kept as the thread's last error.
 #[derive(Debug)]
 pub(crate) struct Failure {
@@ -243,26 +277,9 @@ pub unsafe extern "C" fn msr_filter_last_error_message(
             return msr_filter_status::NullArgument;
         }
         let copy = |message: &str| {
-            let mut n = message.len().min(len.saturating_sub(1));
-            while !message.is_char_boundary(n) {
-                n -= 1;
-            }
-            if len > 0 {
-                // SAFETY: the caller gives `len` writable bytes at `buf` (non-NULL since
-                // `len > 0`); `n < len`, so the message bytes and the NUL fit; the message is
-                // Rust-owned memory, distinct from the caller's buffer.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
-                    *buf.add(n) = 0;
-                }
-            }
-            // SAFETY: `out_len` is non-NULL and the caller promises it is writable.
-            unsafe { *out_len = message.len() };
-            if n < message.len() {
-                msr_filter_status::BufferTooSmall
-            } else {
-                msr_filter_status::Ok
-            }
+            // SAFETY: checked above: `out_len` non-NULL, `buf` non-NULL when `len > 0`; the
+            // caller promises both writable.
+            unsafe { copy_text(message, buf, len, out_len) }
         };
         LAST_ERROR
             .try_with(|slot| match slot.try_borrow() {

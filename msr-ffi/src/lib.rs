@@ -31,6 +31,7 @@
 mod dispatch;
 mod error;
 mod filter;
+mod learn;
 mod live;
 mod policy;
 mod types;
@@ -41,6 +42,7 @@ use std::ffi::c_char;
 pub use dispatch::*;
 pub use error::{msr_filter_last_error_message, msr_filter_status, msr_filter_status_name};
 pub use filter::*;
+pub use learn::*;
 pub use live::*;
 pub use policy::*;
 pub use types::*;

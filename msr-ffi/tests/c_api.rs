@@ -39,6 +39,11 @@ fn live_replacement() {
     c_test("test_live");
 }
 
+#[test]
+fn learning_mode() {
+    c_test("test_learn");
+}
+
 /// A negative control: the sanitizers report a leak of a library object and a read of
 /// library-owned memory after its free (Rust code itself is not instrumented: ASan sees its
 /// allocations, not its accesses).

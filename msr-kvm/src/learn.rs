@@ -75,10 +75,16 @@ impl Learner {
     /// so it can complete exits while the exit borrows the `VcpuFd`); it lives on that vCPU's
     /// thread.
     pub fn vcpu(&self, vcpu: &VcpuFd) -> std::io::Result<LearnerVcpu> {
+        // SAFETY: `vcpu` is borrowed for the call, so its fd is open and valid while we
+        // duplicate it.
+        self.vcpu_fd(unsafe { BorrowedFd::borrow_raw(vcpu.as_raw_fd()) })
+    }
+
+    /// A recorder for the vCPU whose fd is `vcpu` (from `KVM_CREATE_VCPU`), for hosts that
+    /// keep vCPU fds of their own; the recorder keeps a duplicate.
+    pub fn vcpu_fd(&self, vcpu: BorrowedFd<'_>) -> std::io::Result<LearnerVcpu> {
         Ok(LearnerVcpu {
-            // SAFETY: `vcpu` is borrowed for the call, so its fd is open and valid while we
-            // duplicate it; the duplicate is ours.
-            vcpu: unsafe { BorrowedFd::borrow_raw(vcpu.as_raw_fd()) }.try_clone_to_owned()?,
+            vcpu: vcpu.try_clone_to_owned()?,
             seen: BTreeMap::new(),
         })
     }
