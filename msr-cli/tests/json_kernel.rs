@@ -3,7 +3,7 @@
 
 use msr_filter_cli::json::RawFilterJson;
 use msr_filter_core::{abi, RawFilter};
-use msr_filter_kvm::convert::KvmFilter;
+use msr_filter_kvm::convert::kernel_verdict;
 use msr_filter_kvm::guest::{skip_without_kvm, GuestVm};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -72,14 +72,13 @@ fn raw_json_verdict_matches_the_ioctl() {
             let raw = RawFilterJson::parse(&text).expect("generated JSON is well-formed");
             let verdict = raw.filter();
             let ranges = raw.raw_ranges();
-            let kvm = KvmFilter::from_raw_unchecked(&RawFilter {
-                flags: raw.flags,
-                ranges: &ranges,
-            });
-            // SAFETY: every non-empty range points at `min(ceil(nmsrs / 64) * 8, 0x600)` bytes
-            // owned by `raw`, alive for the call; the kernel only reads, at most that much.
-            let kernel =
-                unsafe { g.vm().set_msr_filter_unchecked(kvm.as_raw()) }.map_err(|e| e.errno());
+            let kernel = kernel_verdict(
+                g.vm(),
+                &RawFilter {
+                    flags: raw.flags,
+                    ranges: &ranges,
+                },
+            );
             match (&verdict, kernel) {
                 (Ok(_), Ok(())) => accepted.set(accepted.get() + 1),
                 (Err(e), Err(errno)) => {

@@ -3,7 +3,7 @@
 use std::marker::PhantomData;
 
 use kvm_bindings::{kvm_msr_filter, kvm_msr_filter_range};
-use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags};
+use kvm_ioctls::{MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VmFd};
 use msr_filter_core::{Action, Filter, InvalidFilter, Range, RawFilter, RawRange};
 
 /// The bitmap of a range as the bytes the kernel reads: `ceil(nmsrs / 64) * 8` of them.
@@ -95,6 +95,44 @@ impl<'a> KvmFilter<'a> {
     pub fn as_raw(&self) -> &kvm_msr_filter {
         &self.raw
     }
+}
+
+/// Asks the kernel for its own verdict on a raw filter another program built: issues
+/// `KVM_X86_SET_MSR_FILTER` with it (so on success **the filter is installed** on `vm`) and
+/// returns the errno of a refusal. Safe whatever the input: every bitmap the kernel may read is
+/// first copied into a buffer of at least the `ceil(nmsrs / 64) * 8` bytes (at most 0x600) the
+/// kernel reads, padded with zeros, so the kernel never reads past what was given. (A bitmap
+/// shorter than that is refused by [`Filter::from_raw`] as `BitmapTooShort`; the kernel, reading
+/// the padded copy, does not see the shortness, so compare verdicts on filters whose bitmaps have
+/// the kernel's length.)
+pub fn kernel_verdict(vm: &VmFd, raw: &RawFilter<'_>) -> Result<(), i32> {
+    let padded: Vec<Vec<u8>> = raw
+        .ranges
+        .iter()
+        .map(|r| {
+            let mut bitmap = r.bitmap.to_vec();
+            let kernel_reads = msr_filter_core::abi::bitmap_bytes(r.nmsrs)
+                .min(msr_filter_core::abi::MAX_BITMAP_BYTES);
+            if !bitmap.is_empty() && bitmap.len() < kernel_reads {
+                bitmap.resize(kernel_reads, 0);
+            }
+            bitmap
+        })
+        .collect();
+    let ranges: Vec<RawRange<'_>> = raw
+        .ranges
+        .iter()
+        .zip(&padded)
+        .map(|(r, bitmap)| RawRange { bitmap, ..*r })
+        .collect();
+    let kvm = KvmFilter::from_raw_unchecked(&RawFilter {
+        flags: raw.flags,
+        ranges: &ranges,
+    });
+    // SAFETY: every non-empty bitmap pointer points into `padded`, alive for the call, with at
+    // least as many bytes as the kernel reads for its range (nmsrs over 0x3000 is refused before
+    // any read); empty bitmaps are null, which the kernel reads only for ranges it refuses.
+    unsafe { vm.set_msr_filter_unchecked(kvm.as_raw()) }.map_err(|e| e.errno())
 }
 
 /// A filter as kvm-ioctls' `VmFd::set_msr_filter` takes it: the default action and the used
