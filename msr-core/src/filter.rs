@@ -348,14 +348,6 @@ pub struct Explanation {
     pub decider: Decider,
 }
 
-/// Ranges up to which [`Filter::decide`] scans like the kernel; above, it searches the
-/// segments.
-const SCAN_MAX: usize = 8;
-/// Segment starts after 0: two per range at most.
-const BOUNDS: usize = 2 * MAX_RANGES;
-/// "No range decides this segment": the segment's fixed action applies.
-const NO_SLOT: u8 = u8::MAX;
-
 /// One range as the scan sees it: a used range that can match (not wrapping), in slot order.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 struct ScanRange {
@@ -365,152 +357,52 @@ struct ScanRange {
     slot: u8,
 }
 
-/// What decides one segment for one access: the slot and the base its bit is counted from, or
-/// no slot and the action's bit (the default).
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Entry {
-    base: u32,
-    slot: u8,
-    fixed: u8,
-}
-
-/// How [`Filter::decide`] finds the deciding range, chosen by the filter's shape.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    /// Up to [`SCAN_MAX`] ranges: the kernel's own scan, over a compact copy of the ranges
-    /// (no pointer to follow; nothing it loads depends on the MSR but the bitmap word), with
-    /// its branches, which the processor predicts.
-    Scan {
-        /// Ranges listed.
-        len: u8,
-    },
-    /// More: the MSR space cut into segments at every range boundary, found by a binary search
-    /// of six fixed steps; the segment's entry names the range and its bit.
-    Search,
-}
-
-/// The index of [`Filter::decide`].
+/// The index of [`Filter::decide`]: the kernel's own scan, over a compact copy of the ranges
+/// that can match (base, nmsrs, flags and slot of each in 13 bytes; no pointer to follow;
+/// nothing it loads depends on the MSR but the bitmap word), with its branches, which the
+/// processor predicts.
+///
+/// Measured against the alternatives (`BENCHMARKS.md`): a binary search of the range
+/// boundaries was 2.4x faster than the scan for independent lookups at 16 ranges but 2.4x
+/// slower for a chain of dependent lookups (what one exit pays: six dependent loads against
+/// one), so the scan serves every shape, level with the kernel in both.
 #[derive(Clone, PartialEq, Eq)]
 struct Lookup {
-    shape: Shape,
+    /// Ranges listed.
+    len: u8,
     /// The ranges that can match, in slot order.
-    scan: [ScanRange; SCAN_MAX],
-    /// Segment starts after 0, sorted, padded with `u32::MAX`.
-    bounds: [u32; BOUNDS],
-    /// Per access type, per segment (the number of bounds at or below its MSRs).
-    entries: [[Entry; BOUNDS + 1]; 2],
+    scan: [ScanRange; MAX_RANGES],
 }
 
 impl Lookup {
-    fn build(ranges: &[Range; MAX_RANGES], default: Action) -> Lookup {
-        let mut scan = [ScanRange::default(); SCAN_MAX];
-        let mut len = 0u8;
-        let mut fits = true;
+    fn build(ranges: &[Range; MAX_RANGES]) -> Lookup {
+        let mut scan = [ScanRange::default(); MAX_RANGES];
+        let mut len = 0;
         for (slot, r) in ranges.iter().enumerate() {
             if r.span().is_none() {
                 continue;
             }
-            match scan.get_mut(usize::from(len)) {
-                Some(entry) => {
-                    *entry = ScanRange {
-                        base: r.base,
-                        nmsrs: r.nmsrs,
-                        flags: r.flags.bits(),
-                        slot: slot as u8,
-                    };
-                    len += 1;
-                }
-                None => fits = false,
-            }
-        }
-        let mut points: heapless::Vec<u32, BOUNDS> = heapless::Vec::new();
-        for range in ranges {
-            if let Some((first, end)) = range.span() {
-                for p in [first, end] {
-                    if p != 0 && !points.contains(&p) {
-                        let _ = points.push(p);
-                    }
-                }
-            }
-        }
-        points.sort_unstable();
-        let mut bounds = [u32::MAX; BOUNDS];
-        let none = Entry {
-            base: 0,
-            slot: NO_SLOT,
-            fixed: default.bit() as u8,
-        };
-        let mut entries = [[none; BOUNDS + 1]; 2];
-        for i in 0..=points.len() {
-            let start = if i == 0 { 0 } else { points[i - 1] };
-            if i > 0 {
-                bounds[i - 1] = start;
-            }
-            for (t, access) in AccessType::ALL.into_iter().enumerate() {
-                if let Some(slot) = scan_slots(ranges, start, access) {
-                    entries[t][i] = Entry {
-                        base: ranges[slot].base,
-                        slot: slot as u8,
-                        fixed: 0,
-                    };
-                }
-            }
-        }
-        // Padding segments start at u32::MAX and repeat the last real segment's entry, so the
-        // search may land on them.
-        for per_access in entries.iter_mut() {
-            let last = per_access[points.len()];
-            per_access[points.len() + 1..].fill(last);
+            scan[len] = ScanRange {
+                base: r.base,
+                nmsrs: r.nmsrs,
+                flags: r.flags.bits(),
+                slot: slot as u8,
+            };
+            len += 1;
         }
         Lookup {
-            shape: if fits {
-                Shape::Scan { len }
-            } else {
-                Shape::Search
-            },
+            len: len as u8,
             scan,
-            bounds,
-            entries,
         }
-    }
-
-    /// The segment of `index`: how many bounds lie at or below it (a fixed six steps, each a
-    /// load, a compare and a conditional add).
-    #[inline(always)]
-    fn segment(&self, index: u32) -> usize {
-        let mut i = 0;
-        let mut step = BOUNDS / 2;
-        while step > 0 {
-            if self.bounds[i + step - 1] <= index {
-                i += step;
-            }
-            step /= 2;
-        }
-        // The steps add up to BOUNDS - 1: the count is exactly `i`, unless `i` is BOUNDS - 1,
-        // where the last bound is still to compare (below it, bounds[i] > index already).
-        i + usize::from(self.bounds[i] <= index)
     }
 
     /// The slot deciding `index` for `access`, if any (x2APIC aside).
     fn slot(&self, index: u32, access: AccessType) -> Option<usize> {
-        match self.shape {
-            Shape::Scan { len } => self.scan[..usize::from(len)]
-                .iter()
-                .find(|r| {
-                    index.wrapping_sub(r.base) < r.nmsrs && r.flags & access.flag().bits() != 0
-                })
-                .map(|r| usize::from(r.slot)),
-            Shape::Search => {
-                let e = &self.entries[access as usize][self.segment(index)];
-                (e.slot != NO_SLOT).then_some(usize::from(e.slot))
-            }
-        }
+        self.scan[..usize::from(self.len)]
+            .iter()
+            .find(|r| index.wrapping_sub(r.base) < r.nmsrs && r.flags & access.flag().bits() != 0)
+            .map(|r| usize::from(r.slot))
     }
-}
-
-/// The kernel's linear scan: the first slot whose range matches.
-fn scan_slots(ranges: &[Range; MAX_RANGES], index: u32, access: AccessType) -> Option<usize> {
-    ranges.iter().position(|r| r.matches(index, access))
 }
 
 /// Sets bits `from..to` of a bitmap, a word at a time.
@@ -550,7 +442,7 @@ impl Filter {
     }
 
     fn from_ranges(default: Action, ranges: [Range; MAX_RANGES]) -> Filter {
-        let lookup = Lookup::build(&ranges, default);
+        let lookup = Lookup::build(&ranges);
         Filter {
             default,
             ranges,
@@ -703,50 +595,32 @@ impl Filter {
     /// allowed; otherwise the first range in slot order whose flags include the access and whose
     /// `[base, base + nmsrs)` holds the MSR decides by its bit; otherwise the default action.
     ///
-    /// Fast by the filter's shape: up to 8 ranges, the kernel's scan over a compact copy of
-    /// the ranges; more, a binary search of six fixed steps over the range boundaries picks
-    /// the segment, whose entry names the range and its bit.
+    /// The kernel's scan over a compact copy of the ranges (see `Lookup`): level with the
+    /// kernel's own for independent lookups and for a chain of dependent ones.
     #[inline(always)]
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
         if abi::is_x2apic(index) {
             return Action::Allow;
         }
-        let t = access as usize;
-        match self.lookup.shape {
-            // One range (or none: then its entry covers no MSR). The branch on the shape is
+        let lookup = &self.lookup;
+        if lookup.len <= 1 {
+            // One range (or none: then its entry covers no MSR). The branch on the count is
             // the same for every lookup, so the processor predicts it.
-            Shape::Scan { len: 0 | 1 } => {
-                let r = &self.lookup.scan[0];
-                let offset = index.wrapping_sub(r.base);
-                if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
-                    self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset)
-                } else {
-                    self.default
-                }
-            }
-            Shape::Scan { len } => {
-                for r in &self.lookup.scan[..usize::from(len)] {
-                    let offset = index.wrapping_sub(r.base);
-                    if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
-                        return self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset);
-                    }
-                }
+            let r = &lookup.scan[0];
+            let offset = index.wrapping_sub(r.base);
+            return if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
+                self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset)
+            } else {
                 self.default
-            }
-            Shape::Search => {
-                let e = &self.lookup.entries[t][self.lookup.segment(index)];
-                let offset = index.wrapping_sub(e.base);
-                // Without a slot the word read (at an index kept in bounds) is discarded.
-                let range = &self.ranges[usize::from(e.slot) % MAX_RANGES];
-                let word = range.bitmap[((offset / 64) as usize).min(MAX_BITMAP_WORDS - 1)];
-                let bit = if e.slot == NO_SLOT {
-                    u64::from(e.fixed)
-                } else {
-                    word >> (offset % 64)
-                };
-                Action::from_bit(bit)
+            };
+        }
+        for r in &lookup.scan[..usize::from(lookup.len)] {
+            let offset = index.wrapping_sub(r.base);
+            if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
+                return self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset);
             }
         }
+        self.default
     }
 
     /// The decision for one access and what made it.
