@@ -4,7 +4,7 @@
 use msr_filter_cli::json::RawFilterJson;
 use msr_filter_core::{abi, RawFilter};
 use msr_filter_kvm::convert::kernel_verdict;
-use msr_filter_kvm::guest::{skip_without_kvm, GuestVm};
+use msr_filter_kvm::guest::{kvm_available, GuestVm};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::json;
@@ -54,7 +54,8 @@ fn filter_json() -> impl Strategy<Value = String> {
 
 #[test]
 fn raw_json_verdict_matches_the_ioctl() {
-    if skip_without_kvm() {
+    if !kvm_available() {
+        println!("SKIPPED: no /dev/kvm");
         return;
     }
     let g = GuestVm::new().expect("GuestVm::new");

@@ -9,7 +9,7 @@ use msr_filter_kvm::{
     Dispatch, Dispatcher, DispatcherBuilder, ExitRoute, Fault, MsrContext, MsrHandler, MsrSpan,
 };
 
-use crate::error::{arg_mut, arg_ref, ffi_boundary, msr_filter_status, Failure};
+use crate::error::{arg_mut, arg_ref, ffi_boundary, msr_filter_status, Failure, Outcome};
 use crate::filter::msr_filter_filter;
 use crate::policy::{msr_filter_policy, out_handle};
 use crate::types::{access_from_c, msr_filter_outcome};
@@ -405,6 +405,77 @@ pub(crate) fn outcome(done: Dispatch) -> msr_filter_outcome {
     }
 }
 
+/// What every `*_dispatch_run` entry point does once it has its handle: decodes the exit in
+/// `run` and, for an MSR exit, has `complete` complete it; writes the outcome.
+///
+/// # Safety
+/// `run` NULL (refused here) or a `struct kvm_run` nothing else touches during the call;
+/// `outcome_out` NULL or writable.
+pub(crate) unsafe fn complete_run(
+    run: *mut c_void,
+    outcome_out: *mut msr_filter_outcome,
+    complete: impl FnOnce(AccessType, MsrExitReason, u32, &mut u64, &mut u8) -> Dispatch,
+) -> Outcome {
+    if run.is_null() {
+        return Err(Failure::fixed(
+            msr_filter_status::NullArgument,
+            "argument `run` is NULL",
+        ));
+    }
+    // SAFETY: the caller promises a `struct kvm_run` it does not touch during the call.
+    let done = match unsafe { RunExit::of(run) } {
+        None => msr_filter_outcome::NotMsr,
+        Some(e) => outcome(complete(
+            e.access,
+            MsrExitReason::from_bits_retain(e.reason),
+            e.index,
+            e.data,
+            e.error,
+        )),
+    };
+    // SAFETY: NULL or writable, as the caller promises.
+    if let Some(o) = unsafe { outcome_out.as_mut() } {
+        *o = done;
+    }
+    Ok(())
+}
+
+/// What every `*_dispatch_msr` entry point does once it has failed closed (`*error = 1`) and
+/// has its handle: checks `data`, has `complete` complete the exit, writes the outcome.
+///
+/// # Safety
+/// `data` NULL (refused here) or writable and not used by another thread during the call;
+/// `outcome_out` NULL or writable.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn complete_parts(
+    is_write: bool,
+    reason: u32,
+    index: u32,
+    data: *mut c_ulonglong,
+    error: &mut u8,
+    outcome_out: *mut msr_filter_outcome,
+    complete: impl FnOnce(AccessType, MsrExitReason, u32, &mut u64, &mut u8) -> Dispatch,
+) -> Outcome {
+    let data = arg_mut!(data);
+    let access = if is_write {
+        AccessType::Write
+    } else {
+        AccessType::Read
+    };
+    let done = complete(
+        access,
+        MsrExitReason::from_bits_retain(reason),
+        index,
+        data,
+        error,
+    );
+    // SAFETY: NULL or writable, as the caller promises.
+    if let Some(o) = unsafe { outcome_out.as_mut() } {
+        *o = outcome(done);
+    }
+    Ok(())
+}
+
 /// `KVM_EXIT_X86_RDMSR`.
 pub const MSR_FILTER_KVM_EXIT_X86_RDMSR: u32 = 29;
 /// `KVM_EXIT_X86_WRMSR`.
@@ -489,35 +560,12 @@ pub unsafe extern "C" fn msr_filter_dispatcher_dispatch_run(
 ) -> msr_filter_status {
     ffi_boundary!({
         let dispatcher = arg_ref!(dispatcher);
-        if run.is_null() {
-            return Err(Failure::fixed(
-                msr_filter_status::NullArgument,
-                "argument `run` is NULL",
-            ));
+        // SAFETY: as the caller promises (see above).
+        unsafe {
+            complete_run(run, outcome_out, |a, r, i, d, e| {
+                dispatcher.inner.dispatch_msr(vcpu as usize, a, r, i, d, e)
+            })
         }
-        // SAFETY: the caller promises a `struct kvm_run` it does not touch during the call.
-        let Some(exit) = (unsafe { RunExit::of(run) }) else {
-            // SAFETY: NULL or writable, as the caller promises.
-            if let Some(o) = unsafe { outcome_out.as_mut() } {
-                *o = msr_filter_outcome::NotMsr;
-            }
-            return Ok(());
-        };
-        let (access, reason, index, data, error) =
-            (exit.access, exit.reason, exit.index, exit.data, exit.error);
-        let done = dispatcher.inner.dispatch_msr(
-            vcpu as usize,
-            access,
-            MsrExitReason::from_bits_retain(reason),
-            index,
-            data,
-            error,
-        );
-        // SAFETY: NULL or writable, as the caller promises.
-        if let Some(o) = unsafe { outcome_out.as_mut() } {
-            *o = outcome(done);
-        }
-        Ok(())
     })
 }
 
@@ -550,25 +598,18 @@ pub unsafe extern "C" fn msr_filter_dispatcher_dispatch_msr(
         // Fail closed before anything can go wrong.
         *error = 1;
         let dispatcher = arg_ref!(dispatcher);
-        let data = arg_mut!(data);
-        let access = if is_write {
-            AccessType::Write
-        } else {
-            AccessType::Read
-        };
-        let done = dispatcher.inner.dispatch_msr(
-            vcpu as usize,
-            access,
-            MsrExitReason::from_bits_retain(reason),
-            index,
-            data,
-            error,
-        );
-        // SAFETY: NULL or writable, as the caller promises.
-        if let Some(o) = unsafe { outcome_out.as_mut() } {
-            *o = outcome(done);
+        // SAFETY: as the caller promises (see above).
+        unsafe {
+            complete_parts(
+                is_write,
+                reason,
+                index,
+                data,
+                error,
+                outcome_out,
+                |a, r, i, d, e| dispatcher.inner.dispatch_msr(vcpu as usize, a, r, i, d, e),
+            )
         }
-        Ok(())
     })
 }
 

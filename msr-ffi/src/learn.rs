@@ -5,11 +5,10 @@
 use std::ffi::{c_char, c_ulonglong, c_void};
 use std::os::fd::BorrowedFd;
 
-use kvm_ioctls::MsrExitReason;
-use msr_filter_core::{AccessType, Action};
+use msr_filter_core::Action;
 use msr_filter_kvm::learn::{Learned, Learner, LearnerVcpu};
 
-use crate::dispatch::{outcome, RunExit};
+use crate::dispatch::{complete_parts, complete_run};
 use crate::error::{arg_mut, arg_ref, copy_text, ffi_boundary, msr_filter_status, Failure};
 use crate::filter::msr_filter_filter;
 use crate::policy::msr_filter_policy;
@@ -146,28 +145,12 @@ pub unsafe extern "C" fn msr_filter_learner_vcpu_forward_run(
 ) -> msr_filter_status {
     ffi_boundary!({
         let vcpu = arg_mut!(vcpu);
-        if run.is_null() {
-            return Err(Failure::fixed(
-                msr_filter_status::NullArgument,
-                "argument `run` is NULL",
-            ));
+        // SAFETY: as the caller promises (see above).
+        unsafe {
+            complete_run(run, outcome_out, |a, r, i, d, e| {
+                vcpu.inner.forward_msr(a, r, i, d, e)
+            })
         }
-        // SAFETY: the caller promises a `struct kvm_run` it does not touch during the call.
-        let done = match unsafe { RunExit::of(run) } {
-            Some(exit) => outcome(vcpu.inner.forward_msr(
-                exit.access,
-                MsrExitReason::from_bits_retain(exit.reason),
-                exit.index,
-                exit.data,
-                exit.error,
-            )),
-            None => msr_filter_outcome::NotMsr,
-        };
-        // SAFETY: NULL or writable, as the caller promises.
-        if let Some(o) = unsafe { outcome_out.as_mut() } {
-            *o = done;
-        }
-        Ok(())
     })
 }
 
@@ -192,24 +175,18 @@ pub unsafe extern "C" fn msr_filter_learner_vcpu_forward_msr(
         let error = arg_mut!(error);
         *error = 1;
         let vcpu = arg_mut!(vcpu);
-        let data = arg_mut!(data);
-        let access = if is_write {
-            AccessType::Write
-        } else {
-            AccessType::Read
-        };
-        let done = vcpu.inner.forward_msr(
-            access,
-            MsrExitReason::from_bits_retain(reason),
-            index,
-            data,
-            error,
-        );
-        // SAFETY: NULL or writable, as the caller promises.
-        if let Some(o) = unsafe { outcome_out.as_mut() } {
-            *o = outcome(done);
+        // SAFETY: as the caller promises (see above).
+        unsafe {
+            complete_parts(
+                is_write,
+                reason,
+                index,
+                data,
+                error,
+                outcome_out,
+                |a, r, i, d, e| vcpu.inner.forward_msr(a, r, i, d, e),
+            )
         }
-        Ok(())
     })
 }
 

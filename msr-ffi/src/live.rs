@@ -4,13 +4,12 @@
 
 use std::ffi::{c_ulonglong, c_void};
 
-use kvm_ioctls::{MsrExitReason, VmFd};
-use msr_filter_core::AccessType;
+use kvm_ioctls::VmFd;
 use msr_filter_kvm::LiveDispatcher;
 
 use crate::dispatch::{
-    handler_stats_of, msr_filter_dispatcher, msr_filter_handler_stats, msr_filter_route_stats,
-    outcome, route_stats_of, RunExit,
+    complete_parts, complete_run, handler_stats_of, msr_filter_dispatcher,
+    msr_filter_handler_stats, msr_filter_route_stats, route_stats_of,
 };
 use crate::error::{arg_mut, arg_ref, ffi_boundary, msr_filter_status, Failure};
 use crate::types::msr_filter_outcome;
@@ -146,29 +145,12 @@ pub unsafe extern "C" fn msr_filter_live_dispatch_run(
 ) -> msr_filter_status {
     ffi_boundary!({
         let live = arg_ref!(live);
-        if run.is_null() {
-            return Err(Failure::fixed(
-                msr_filter_status::NullArgument,
-                "argument `run` is NULL",
-            ));
+        // SAFETY: as the caller promises (see above).
+        unsafe {
+            complete_run(run, outcome_out, |a, r, i, d, e| {
+                live.inner.dispatch_msr(vcpu as usize, a, r, i, d, e)
+            })
         }
-        // SAFETY: the caller promises a `struct kvm_run` it does not touch during the call.
-        let done = match unsafe { RunExit::of(run) } {
-            None => msr_filter_outcome::NotMsr,
-            Some(e) => outcome(live.inner.dispatch_msr(
-                vcpu as usize,
-                e.access,
-                MsrExitReason::from_bits_retain(e.reason),
-                e.index,
-                e.data,
-                e.error,
-            )),
-        };
-        // SAFETY: NULL or writable, as the caller promises.
-        if let Some(o) = unsafe { outcome_out.as_mut() } {
-            *o = done;
-        }
-        Ok(())
     })
 }
 
@@ -194,25 +176,18 @@ pub unsafe extern "C" fn msr_filter_live_dispatch_msr(
         let error = arg_mut!(error);
         *error = 1;
         let live = arg_ref!(live);
-        let data = arg_mut!(data);
-        let access = if is_write {
-            AccessType::Write
-        } else {
-            AccessType::Read
-        };
-        let done = live.inner.dispatch_msr(
-            vcpu as usize,
-            access,
-            MsrExitReason::from_bits_retain(reason),
-            index,
-            data,
-            error,
-        );
-        // SAFETY: NULL or writable, as the caller promises.
-        if let Some(o) = unsafe { outcome_out.as_mut() } {
-            *o = outcome(done);
+        // SAFETY: as the caller promises (see above).
+        unsafe {
+            complete_parts(
+                is_write,
+                reason,
+                index,
+                data,
+                error,
+                outcome_out,
+                |a, r, i, d, e| live.inner.dispatch_msr(vcpu as usize, a, r, i, d, e),
+            )
         }
-        Ok(())
     })
 }
 

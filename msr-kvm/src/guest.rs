@@ -187,17 +187,6 @@ pub fn kvm_available() -> bool {
         .is_ok()
 }
 
-/// For tests and examples that need the real kernel: true, after printing the loud
-/// `SKIPPED: no /dev/kvm` line, when there is no usable `/dev/kvm` (the caller returns and
-/// passes); false when it is there, and the caller must run.
-pub fn skip_without_kvm() -> bool {
-    if kvm_available() {
-        return false;
-    }
-    println!("SKIPPED: no /dev/kvm");
-    true
-}
-
 /// Anonymous host mapping backing guest physical memory; unmapped on drop.
 struct GuestMem {
     ptr: NonNull<u8>,

@@ -5,7 +5,7 @@ use kvm_ioctls::{
     MsrExitReason, MsrFilterDefaultAction, MsrFilterRange, MsrFilterRangeFlags, VcpuExit,
 };
 use msr_filter_kvm::guest::{
-    skip_without_kvm, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome, RepeatStats,
+    kvm_available, GuestResult, GuestVm, MsrAccess, MsrExitSeen, Outcome, RepeatStats,
 };
 
 const TSC: u32 = 0x10;
@@ -13,7 +13,8 @@ const FS_BASE: u32 = 0xC000_0100;
 const BOGUS: u32 = 0x474f_4f00;
 
 fn vm_or_skip() -> Option<GuestVm> {
-    if skip_without_kvm() {
+    if !kvm_available() {
+        println!("SKIPPED: no /dev/kvm");
         return None;
     }
     Some(GuestVm::new().expect("GuestVm::new"))
