@@ -121,3 +121,16 @@ pub(crate) fn access_type_from_c(access: u32) -> Result<AccessType, Failure> {
         )),
     }
 }
+
+// The C enums spell the kernel's numbers as literals (cbindgen writes them into the header);
+// these checks tie each to the one place msr-filter-core keeps it.
+const _: () = {
+    use msr_filter_core::abi;
+    assert!(msr_filter_access::Read as u32 == abi::RANGE_READ);
+    assert!(msr_filter_access::Write as u32 == abi::RANGE_WRITE);
+    assert!(msr_filter_exit_reason::Inval as u32 == abi::EXIT_REASON_INVAL);
+    assert!(msr_filter_exit_reason::Unknown as u32 == abi::EXIT_REASON_UNKNOWN);
+    assert!(msr_filter_exit_reason::Filter as u32 == abi::EXIT_REASON_FILTER);
+    assert!(crate::dispatch::MSR_FILTER_KVM_EXIT_X86_RDMSR == abi::EXIT_X86_RDMSR);
+    assert!(crate::dispatch::MSR_FILTER_KVM_EXIT_X86_WRMSR == abi::EXIT_X86_WRMSR);
+};
