@@ -120,17 +120,17 @@ impl LearnerVcpu {
     }
 
     /// [`forward`](Self::forward) for an exit given in its parts. The exit is marked #GP before
-    /// anything else, and stays so unless KVM completes the access.
+    /// anything else, and stays so unless KVM completes the access. Every exit is forwarded
+    /// alike, whatever its reason: KVM decides the access again, as if unfiltered.
     pub fn forward_msr(
         &mut self,
         access: AccessType,
-        reason: MsrExitReason,
+        _reason: MsrExitReason,
         index: u32,
         data: &mut u64,
         error: &mut u8,
     ) -> Dispatch {
         *error = 1;
-        let _ = reason;
         let write = access == AccessType::Write;
         let entry = kvm_msr_entry {
             index,
