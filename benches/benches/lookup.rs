@@ -1,5 +1,5 @@
 //! `lookup`: how fast does a filter decide one access? `Filter::decide` against the kernel's
-//! linear scan (`kvm_msr_allowed()`) and a per-MSR `BTreeMap`, for filters of 1, 4 and 16
+//! linear scan (`kvm_msr_allowed()`) and a per-MSR `BTreeMap`, for filters of 1, 4, 8, 12 and 16
 //! ranges, on probes half of which hit a range.
 //!
 //! Two measurements per decider:
@@ -45,7 +45,7 @@ fn chain(probes: &[(u32, AccessType)], decide: impl Fn(u32, AccessType) -> Actio
 fn lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("lookup");
     group.throughput(Throughput::Elements(PROBES as u64));
-    for n in [1, 4, 16] {
+    for n in [1, 4, 8, 12, 16] {
         let filter = lookup_filter(n);
         let kernel = KernelFilter::new(&filter);
         let map = BTreeMapFilter::new(&filter).expect("per-MSR map of the benchmark filter");

@@ -5,6 +5,8 @@ use core::fmt;
 use crate::abi::{self, MAX_BITMAP_WORDS, MAX_NMSRS, MAX_RANGES};
 use crate::{Access, AccessType, Action};
 
+mod pages;
+
 /// One range slot of a [`Filter`]: `struct kvm_msr_filter_range` with its bitmap stored inline.
 ///
 /// Bit `i` of the bitmap (bit `i % 64` of word `i / 64`, i.e. bit `i % 8` of byte `i / 8` in
@@ -357,25 +359,36 @@ struct ScanRange {
     slot: u8,
 }
 
-/// The index of [`Filter::decide`]: the kernel's own scan, over a compact copy of the ranges
-/// that can match (base, nmsrs, flags and slot of each in 13 bytes; no pointer to follow;
-/// nothing it loads depends on the MSR but the bitmap word), with its branches, which the
-/// processor predicts.
+/// The index of [`Filter::decide`], in one of two shapes chosen by the filter's shape:
 ///
-/// Measured against the alternatives (`BENCHMARKS.md`): a binary search of the range
-/// boundaries was 2.4x faster than the scan for independent lookups at 16 ranges but 2.4x
-/// slower for a chain of dependent lookups (what one exit pays: six dependent loads against
-/// one), so the scan serves every shape, level with the kernel in both.
+/// - up to [`SCAN_MAX`] ranges, the kernel's own scan over a compact copy of the ranges that
+///   can match (base, nmsrs, flags and slot of each in 13 bytes; no pointer to follow), with its
+///   branches, which the processor predicts or runs past;
+/// - above, the paged index ([`pages`]): the decision resolved per 4096-MSR page, one hashed
+///   bucket and one bitmap word per lookup, branch-free, whatever the number of ranges. A filter
+///   whose pages do not fit that index keeps the scan.
+///
+/// Measured against the kernel's scan in `BENCHMARKS.md`. (An earlier binary search of the
+/// range boundaries was 2.4x faster for independent lookups at 16 ranges but 2.4x slower for a
+/// chain of dependent ones: six dependent loads.)
 #[derive(Clone, PartialEq, Eq)]
 struct Lookup {
     /// Ranges listed.
     len: u8,
     /// The ranges that can match, in slot order.
     scan: [ScanRange; MAX_RANGES],
+    /// Whether `decide` uses `pages`.
+    paged: bool,
+    /// The paged index; meaningful only when `paged`.
+    pages: pages::Pages,
 }
 
+/// The most ranges that can match for which [`Filter::decide`] scans; above, it uses the paged
+/// index.
+const SCAN_MAX: usize = 11;
+
 impl Lookup {
-    fn build(ranges: &[Range; MAX_RANGES]) -> Lookup {
+    fn build(default: Action, ranges: &[Range; MAX_RANGES]) -> Lookup {
         let mut scan = [ScanRange::default(); MAX_RANGES];
         let mut len = 0;
         for (slot, r) in ranges.iter().enumerate() {
@@ -390,10 +403,16 @@ impl Lookup {
             };
             len += 1;
         }
-        Lookup {
+        let mut lookup = Lookup {
             len: len as u8,
             scan,
+            paged: false,
+            pages: pages::Pages::EMPTY,
+        };
+        if len > SCAN_MAX {
+            lookup.paged = lookup.pages.build(default, ranges);
         }
+        lookup
     }
 
     /// The slot deciding `index` for `access`, if any (x2APIC aside).
@@ -442,7 +461,7 @@ impl Filter {
     }
 
     fn from_ranges(default: Action, ranges: [Range; MAX_RANGES]) -> Filter {
-        let lookup = Lookup::build(&ranges);
+        let lookup = Lookup::build(default, &ranges);
         Filter {
             default,
             ranges,
@@ -595,10 +614,13 @@ impl Filter {
     /// allowed; otherwise the first range in slot order whose flags include the access and whose
     /// `[base, base + nmsrs)` holds the MSR decides by its bit; otherwise the default action.
     ///
-    /// The kernel's scan over a compact copy of the ranges (see `Lookup`): level with the
-    /// kernel's own for independent lookups and for a chain of dependent ones.
+    /// Few ranges are scanned as the kernel does; more are looked up in a per-page index
+    /// resolved when the filter was built, branch-free (see `Lookup`).
     #[inline(always)]
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
+        if self.lookup.paged {
+            return self.lookup.pages.decide(index, access);
+        }
         if abi::is_x2apic(index) {
             return Action::Allow;
         }
@@ -903,6 +925,50 @@ mod tests {
             }
         }
 
+        /// The paged index, built for any filter (whatever its range count), decides as the
+        /// kernel at every MSR of every page a range touches, on both sides of each range's
+        /// edges and over the x2APIC MSRs; and the filter uses it exactly when it has more than
+        /// `SCAN_MAX` ranges that can match and the index could be built.
+        #[test]
+        fn paged_index_matches_kernel_scan(owned in valid_raw(), probes in proptest::collection::vec(any::<u32>(), 16)) {
+            let filter = owned.filter().unwrap();
+            let mut index = pages::Pages::EMPTY;
+            let built = index.build(filter.default, &filter.ranges);
+            let matchable = filter.ranges().iter().filter(|r| r.span().is_some()).count();
+            prop_assert_eq!(filter.lookup.paged, built && matchable > SCAN_MAX);
+            prop_assume!(built);
+            let mut points = probes;
+            for r in filter.ranges().iter().filter(|r| !r.is_empty()) {
+                let page = r.base & !0xfff;
+                points.extend((0..0x1000).step_by(7).map(|o| page.wrapping_add(o)));
+                let end = r.base.wrapping_add(r.nmsrs);
+                for b in [r.base, end] {
+                    points.extend([b.wrapping_sub(1), b, b.wrapping_add(1), b.wrapping_sub(64), b.wrapping_add(64)]);
+                }
+            }
+            points.extend((0x700..0xa00).step_by(3));
+            points.extend([0, 0x7ff, 0x800, 0x8ff, 0x900, u32::MAX]);
+            for &i in &points {
+                for access in AccessType::ALL {
+                    prop_assert_eq!(index.decide(i, access), reference(&filter, i, access), "MSR {:#x} {}: {:?}", i, access, filter);
+                }
+            }
+        }
+
+        /// The paged index is built for every filter of 16 read-write ranges of up to 0x100
+        /// MSRs anywhere in the MSR space (at most 32 pages, whose bitmaps fit the store):
+        /// the hashes tried always find buckets of their own for the pages.
+        #[test]
+        fn sixteen_small_ranges_anywhere_are_paged(bases in proptest::collection::vec((any::<u32>(), 1u32..=0x100), 16)) {
+            let bitmap = [0x5au8; 32];
+            let ranges: Vec<RawRange<'_>> = bases
+                .iter()
+                .map(|&(base, nmsrs)| RawRange { flags: 3, base: base.min(u32::MAX - 0x100), nmsrs, bitmap: &bitmap })
+                .collect();
+            let filter = Filter::from_raw(&RawFilter { flags: 1, ranges: &ranges }).unwrap();
+            prop_assert!(filter.lookup.paged, "{:?}", filter);
+        }
+
         /// Lints: a range is reported shadowed for an access exactly when it decides no MSR for
         /// it. If a range decides any MSR, it decides the first MSR of a gap in the earlier
         /// ranges' (and the x2APIC MSRs') cover: its base, or the end of an earlier range or of
@@ -1127,11 +1193,11 @@ mod tests {
         );
     }
 
-    /// Both shapes of the lookup: up to 8 ranges the scan, above the search, whose 32
-    /// boundaries (16 ranges of one MSR each) fill its table.
+    /// Both shapes of the lookup: up to [`SCAN_MAX`] ranges the scan, above the paged index;
+    /// and a filter whose pages overflow the paged index's store keeps the scan.
     #[test]
     fn both_lookup_shapes_decide_as_the_kernel() {
-        for count in [1u32, 2, 8, 9, 16] {
+        for count in [1u32, 2, 4, 5, 8, 9, 16] {
             let bitmap = [0b1u8, 0, 0, 0, 0, 0, 0, 0];
             let ranges: Vec<RawRange<'_>> = (0..count)
                 .map(|i| RawRange {
@@ -1146,8 +1212,21 @@ mod tests {
                 ranges: &ranges,
             })
             .unwrap();
+            assert_eq!(
+                filter.lookup.paged,
+                count as usize > SCAN_MAX,
+                "{count} ranges"
+            );
             for r in &ranges {
-                for i in [r.base.wrapping_sub(1), r.base, r.base + 1, u32::MAX, 0] {
+                for i in [
+                    r.base.wrapping_sub(1),
+                    r.base,
+                    r.base + 1,
+                    u32::MAX,
+                    0,
+                    0x800,
+                    0x8ff,
+                ] {
                     for access in AccessType::ALL {
                         assert_eq!(
                             filter.decide(i, access),
@@ -1155,6 +1234,48 @@ mod tests {
                             "{count} ranges, MSR {i:#x} {access}"
                         );
                     }
+                }
+            }
+        }
+
+        // 16 ranges of 0x3000 MSRs, each with its own random bitmap and starting mid-page:
+        // 64 pages of distinct bitmaps per access type, more than the store holds.
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let bitmaps: Vec<Vec<u8>> = (0..16)
+            .map(|_| {
+                (0..0x600)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        x as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let ranges: Vec<RawRange<'_>> = bitmaps
+            .iter()
+            .enumerate()
+            .map(|(i, bitmap)| RawRange {
+                flags: 3,
+                base: 0x10_0800 + i as u32 * 0x4000,
+                nmsrs: 0x3000,
+                bitmap,
+            })
+            .collect();
+        let filter = Filter::from_raw(&RawFilter {
+            flags: 0,
+            ranges: &ranges,
+        })
+        .unwrap();
+        assert!(
+            !filter.lookup.paged,
+            "the store cannot hold 128 distinct pages"
+        );
+        for r in &ranges {
+            for i in (r.base - 2..r.base + r.nmsrs + 2).step_by(61) {
+                for access in AccessType::ALL {
+                    assert_eq!(filter.decide(i, access), reference(&filter, i, access));
                 }
             }
         }

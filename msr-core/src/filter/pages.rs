@@ -1,0 +1,317 @@
+//! The paged index of [`Filter::decide`](super::Filter::decide): the kernel's decision,
+//! resolved ahead of time into one bitmap per 4096-MSR page and access type, found through a
+//! collision-free hash of the page number (two shifts and two exclusive ors).
+//!
+//! The kernel scans its ranges in slot order for every access. Here the scan is done once, when
+//! the filter is built: for each page a used range touches (at most 4 per range, so at most 64)
+//! and each access type, a 4096-bit bitmap holds the decision for every MSR of the page, with
+//! the first-come rule, the default action and the x2APIC exemption already applied. Pages no
+//! range touches take the default action. A lookup is then branch-free and touches two cache
+//! lines: the page's bucket, then one word of its bitmap.
+//!
+//! Identical bitmaps are stored once (the all-allow and all-deny pages always exist), and the
+//! store holds [`STORE`] of them. A filter that needs more, or whose pages none of the hashes
+//! tried puts in buckets of their own, keeps the scan (see `Lookup` in `filter.rs`).
+
+use crate::abi::{MAX_RANGES, X2APIC_FIRST, X2APIC_LAST};
+use crate::{AccessType, Action};
+
+use super::Range;
+
+/// MSRs per page: a page is `index >> PAGE_SHIFT`.
+const PAGE_SHIFT: u32 = 12;
+/// MSRs per page.
+const PAGE_MSRS: u32 = 1 << PAGE_SHIFT;
+/// Bitmap words per page.
+const PAGE_WORDS: usize = (PAGE_MSRS / 64) as usize;
+/// log2 of the bucket count.
+const BUCKET_BITS: u32 = 9;
+/// Buckets of the hash table: eight times the most pages a filter can touch, so that a
+/// collision-free hash is found among the few tried.
+const BUCKETS: usize = 1 << BUCKET_BITS;
+/// Page bitmaps stored, the two uniform ones included: 32 KiB.
+pub(super) const STORE: usize = 64;
+/// Id of the all-deny page bitmap.
+const ALL_DENY: u8 = 0;
+/// Id of the all-allow page bitmap.
+const ALL_ALLOW: u8 = 1;
+/// Pages a filter can touch: a range of at most 0x3000 MSRs touches at most 4 pages; page 0
+/// may be added for the x2APIC MSRs.
+const MAX_PAGES: usize = MAX_RANGES * 4 + 1;
+/// The shifts a hash may use besides [`PAGE_SHIFT`]: each keeps only page bits.
+const HASH_SHIFTS: core::ops::RangeInclusive<u32> = PAGE_SHIFT + 1..=31;
+/// The key of a bucket no page uses: above every page number (pages are below 2^20).
+const NO_PAGE: u32 = u32::MAX;
+
+/// The paged index. Built by [`Pages::build`]; meaningful only when that returned true.
+#[derive(Clone, PartialEq, Eq)]
+pub(super) struct Pages {
+    /// The hash's two shifts (see [`bucket`]).
+    shifts: [u32; 2],
+    /// Where the bitmap of a page not in the table starts in `store` (a word index).
+    default_row: u32,
+    default: Action,
+    /// Per bucket: the page it holds, or [`NO_PAGE`].
+    keys: [u32; BUCKETS],
+    /// Per access type (reads, writes) and bucket: where the page's bitmap starts in `store`
+    /// (a word index, so that a lookup adds the word and loads; no multiplication on the way).
+    rows: [[u32; BUCKETS]; 2],
+    /// The distinct page bitmaps, [`PAGE_WORDS`] words each; bit `i` of the bitmap starting at
+    /// word `row` is the decision for MSR `page * 4096 + i` (1 allows).
+    store: [u64; STORE * PAGE_WORDS],
+    /// Bitmaps in use in `store`.
+    stored: usize,
+}
+
+impl Pages {
+    /// An index that decides nothing yet (every bucket empty, the store's two uniform pages).
+    pub(super) const EMPTY: Pages = {
+        let mut store = [0; STORE * PAGE_WORDS];
+        let mut word = ALL_ALLOW as usize * PAGE_WORDS;
+        while word < (ALL_ALLOW as usize + 1) * PAGE_WORDS {
+            store[word] = u64::MAX;
+            word += 1;
+        }
+        Pages {
+            shifts: [31, 31],
+            default_row: 0,
+            default: Action::Deny,
+            keys: [NO_PAGE; BUCKETS],
+            rows: [[0; BUCKETS]; 2],
+            store,
+            stored: 2,
+        }
+    };
+
+    /// Resolves `ranges` (in slot order, the kernel's) into page bitmaps. Returns false, leaving
+    /// the index unusable, when the pages need more than [`STORE`] distinct bitmaps or no
+    /// multiplier tried hashes them without collision.
+    pub(super) fn build(&mut self, default: Action, ranges: &[Range; MAX_RANGES]) -> bool {
+        *self = Pages::EMPTY;
+        let default_id = match default {
+            Action::Allow => ALL_ALLOW,
+            Action::Deny => ALL_DENY,
+        };
+        self.default_row = row(default_id);
+        self.default = default;
+
+        let mut pages = heapless::Vec::<u32, MAX_PAGES>::new();
+        let mut add = |page: u32| {
+            if let Err(at) = pages.binary_search(&page) {
+                // At most 4 pages per range and page 0: the capacity holds them all.
+                let _ = pages.insert(at, page);
+            }
+        };
+        for r in ranges {
+            if let Some((first, end)) = r.span() {
+                for page in (first >> PAGE_SHIFT)..=((end - 1) >> PAGE_SHIFT) {
+                    add(page);
+                }
+            }
+        }
+        if default == Action::Deny {
+            // The x2APIC MSRs are allowed whatever the default; only page 0 holds them.
+            add(X2APIC_FIRST >> PAGE_SHIFT);
+        }
+
+        let mut ids = [[0u8; 2]; MAX_PAGES];
+        for (&page, ids) in pages.iter().zip(ids.iter_mut()) {
+            for access in AccessType::ALL {
+                let bitmap = resolve(page, access, default, ranges);
+                let Some(id) = self.intern(&bitmap) else {
+                    return false;
+                };
+                ids[access as usize] = id;
+            }
+        }
+
+        let mut hashes = HASH_SHIFTS.flat_map(|t| (t..=31).map(move |u| [t, u]));
+        let Some(shifts) = hashes.find(|&shifts| perfect(&pages, shifts)) else {
+            return false;
+        };
+        self.shifts = shifts;
+        for (&page, ids) in pages.iter().zip(ids.iter()) {
+            let b = bucket(page << PAGE_SHIFT, shifts);
+            self.keys[b] = page;
+            for (rows, &id) in self.rows.iter_mut().zip(ids) {
+                rows[b] = row(id);
+            }
+        }
+        true
+    }
+
+    /// The id of `bitmap` in the store, storing it if it is new; `None` if the store is full.
+    fn intern(&mut self, bitmap: &[u64; PAGE_WORDS]) -> Option<u8> {
+        let mut stored = self.store.chunks_exact(PAGE_WORDS).take(self.stored);
+        if let Some(id) = stored.position(|b| b == bitmap) {
+            return Some(id as u8);
+        }
+        if self.stored == STORE {
+            return None;
+        }
+        let at = self.stored * PAGE_WORDS;
+        self.store[at..at + PAGE_WORDS].copy_from_slice(bitmap);
+        self.stored += 1;
+        Some((self.stored - 1) as u8)
+    }
+
+    /// The kernel's decision for `index` and `access` (see [`Filter::decide`](super::Filter::decide)).
+    ///
+    /// Branch-free: the bucket's key is compared and the row picked with a conditional move, so
+    /// a lookup costs the same whether it hits a range or not, and the next lookup does not
+    /// wait on a mispredicted branch. On the way from the MSR to its bit: two loads (bucket,
+    /// bitmap word) and a few single-cycle operations.
+    #[inline(always)]
+    pub(super) fn decide(&self, index: u32, access: AccessType) -> Action {
+        let page = index >> PAGE_SHIFT;
+        let b = bucket(index, self.shifts);
+        if self.keys[b] != page {
+            return self.default;
+        }
+        let row = self.rows[access as usize][b];
+        // `row + word` is below the store's length by construction; the bounds check that
+        // stays is a branch never taken, which the load does not wait for.
+        let word = self.store[row as usize + (index / 64) as usize % PAGE_WORDS];
+        Action::from_bit(word >> (index % 64))
+    }
+}
+
+/// Where bitmap `id` starts in the store.
+fn row(id: u8) -> u32 {
+    u32::from(id) * PAGE_WORDS as u32
+}
+
+/// The bucket of the page holding MSR `index`: the page number's low bits, mixed with higher
+/// page bits by `shifts` (both above [`PAGE_SHIFT`]; equal shifts cancel). Three single-cycle
+/// operations on the way, where a multiplicative hash costs five.
+#[inline(always)]
+fn bucket(index: u32, [t, u]: [u32; 2]) -> usize {
+    ((index >> PAGE_SHIFT ^ index >> t ^ index >> u) as usize) % BUCKETS
+}
+
+/// Whether `shifts` put every page in a bucket of its own.
+fn perfect(pages: &[u32], shifts: [u32; 2]) -> bool {
+    let mut used = [0u64; BUCKETS / 64];
+    pages.iter().all(|&page| {
+        let b = bucket(page << PAGE_SHIFT, shifts);
+        let (word, bit) = (b / 64, 1u64 << (b % 64));
+        let free = used[word] & bit == 0;
+        used[word] |= bit;
+        free
+    })
+}
+
+/// The kernel's decision for every MSR of `page` and `access`: the default, overwritten by each
+/// range that speaks for `access`, last slot first so that the first slot wins; the x2APIC MSRs
+/// allowed.
+fn resolve(
+    page: u32,
+    access: AccessType,
+    default: Action,
+    ranges: &[Range; MAX_RANGES],
+) -> [u64; PAGE_WORDS] {
+    let fill = match default {
+        Action::Allow => u64::MAX,
+        Action::Deny => 0,
+    };
+    let mut bitmap = [fill; PAGE_WORDS];
+    let page_first = u64::from(page) << PAGE_SHIFT;
+    let page_end = page_first + u64::from(PAGE_MSRS);
+    for r in ranges.iter().rev() {
+        let Some((first, end)) = r.span() else {
+            continue;
+        };
+        if !r.flags().includes(access) {
+            continue;
+        }
+        let from = u64::from(first).max(page_first);
+        let to = u64::from(end).min(page_end);
+        if from < to {
+            copy_bits(
+                &mut bitmap,
+                (from - page_first) as u32,
+                r.bitmap_words(),
+                (from - u64::from(first)) as u32,
+                (to - from) as u32,
+            );
+        }
+    }
+    let x2apic_first = u64::from(X2APIC_FIRST);
+    let x2apic_end = u64::from(X2APIC_LAST) + 1;
+    if page_first < x2apic_end && x2apic_first < page_end {
+        let from = x2apic_first.max(page_first) - page_first;
+        let to = x2apic_end.min(page_end) - page_first;
+        for bit in from..to {
+            bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
+    }
+    bitmap
+}
+
+/// The 64 bits of `src` from bit `at` on, as one word (bits past `src` read 0).
+fn read_bits(src: &[u64], at: u32) -> u64 {
+    let word = (at / 64) as usize;
+    let shift = at % 64;
+    let low = src.get(word).copied().unwrap_or(0) >> shift;
+    let high = if shift == 0 {
+        0
+    } else {
+        src.get(word + 1).copied().unwrap_or(0) << (64 - shift)
+    };
+    low | high
+}
+
+/// Copies `len` bits of `src` from bit `src_at` into `dst` from bit `dst_at`.
+fn copy_bits(dst: &mut [u64; PAGE_WORDS], dst_at: u32, src: &[u64], src_at: u32, len: u32) {
+    let mut done = 0;
+    while done < len {
+        let at = dst_at + done;
+        let shift = at % 64;
+        let count = (64 - shift).min(len - done);
+        let mask = if count == 64 {
+            u64::MAX
+        } else {
+            ((1u64 << count) - 1) << shift
+        };
+        let bits = read_bits(src, src_at + done) << shift;
+        let word = &mut dst[(at / 64) as usize];
+        *word = (*word & !mask) | (bits & mask);
+        done += count;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_bits_copies_exactly_the_span() {
+        let src: [u64; 3] = [0xdead_beef_0123_4567, 0x89ab_cdef_fedc_ba98, u64::MAX];
+        for (dst_at, src_at, len) in [(0, 0, 64), (3, 70, 100), (63, 1, 2), (100, 5, 150)] {
+            let mut dst = [0u64; PAGE_WORDS];
+            copy_bits(&mut dst, dst_at, &src, src_at, len);
+            for bit in 0..PAGE_MSRS {
+                let got = dst[(bit / 64) as usize] >> (bit % 64) & 1;
+                let want = if (dst_at..dst_at + len).contains(&bit) {
+                    let s = src_at + bit - dst_at;
+                    src[(s / 64) as usize] >> (s % 64) & 1
+                } else {
+                    0
+                };
+                assert_eq!(got, want, "bit {bit} of copy ({dst_at}, {src_at}, {len})");
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_depend_on_the_page_only() {
+        for shifts in [[13, 13], [13, 31], [20, 27]] {
+            for page in [0u32, 1, 0xc_0000, 0xf_ffff] {
+                let first = page << PAGE_SHIFT;
+                assert_eq!(bucket(first, shifts), bucket(first | 0xfff, shifts));
+            }
+        }
+        // Equal shifts cancel: the page's low bits.
+        assert_eq!(bucket(0x4_5000, [17, 17]), 0x45);
+    }
+}
