@@ -365,7 +365,7 @@ struct ScanRange {
 ///   can match (base, nmsrs, flags and slot of each in 13 bytes; no pointer to follow), with its
 ///   branches, which the processor predicts or runs past;
 /// - above, the paged index ([`pages`]): the decision resolved per 4096-MSR page, one hashed
-///   bucket and one bitmap word per lookup, branch-free, whatever the number of ranges. A filter
+///   bucket and at most one bitmap word per lookup, whatever the number of ranges. A filter
 ///   whose pages do not fit that index keeps the scan.
 ///
 /// Measured against the kernel's scan in `BENCHMARKS.md`. (An earlier binary search of the
@@ -615,7 +615,7 @@ impl Filter {
     /// `[base, base + nmsrs)` holds the MSR decides by its bit; otherwise the default action.
     ///
     /// Few ranges are scanned as the kernel does; more are looked up in a per-page index
-    /// resolved when the filter was built, branch-free (see `Lookup`).
+    /// resolved when the filter was built (see `Lookup`).
     #[inline(always)]
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
         if self.lookup.paged {
