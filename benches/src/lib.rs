@@ -295,6 +295,8 @@ pub struct DispatchSetup {
     pub msrs: Vec<u32>,
     /// The product.
     pub ours: Dispatcher,
+    /// The product built with `exit_counters(false)`: what the per-handler counts cost.
+    pub uncounted: Dispatcher,
     /// QEMU's scheme, without counters.
     pub linear: LinearDispatcher,
     /// QEMU's scheme with the dispatcher's per-handler counter.
@@ -307,6 +309,7 @@ pub struct DispatchSetup {
 pub fn dispatch_setup(n: usize) -> DispatchSetup {
     let msrs = dispatch_msrs(n);
     let mut builder = Dispatcher::builder(&Policy::<1>::new(Action::Allow));
+    let mut uncounted = Dispatcher::builder(&Policy::<1>::new(Action::Allow)).exit_counters(false);
     let mut linear = LinearDispatcher::new();
     let mut counted = LinearDispatcher::with_counters();
     let mut btreemap = BTreeMapDispatcher::default();
@@ -315,13 +318,18 @@ pub fn dispatch_setup(n: usize) -> DispatchSetup {
         builder = builder
             .handle(m, Access::READ_WRITE, Constant::new(u64::from(m)))
             .expect("register handler");
+        uncounted = uncounted
+            .handle(m, Access::READ_WRITE, Constant::new(u64::from(m)))
+            .expect("register handler");
         linear.handle(m, Constant::new(u64::from(m)));
         counted.handle(m, Constant::new(u64::from(m)));
     }
     let ours = builder.build().expect("build dispatcher");
+    let uncounted = uncounted.build().expect("build dispatcher");
     DispatchSetup {
         msrs,
         ours,
+        uncounted,
         linear,
         counted,
         btreemap,
@@ -531,6 +539,7 @@ mod tests {
         let DispatchSetup {
             msrs,
             ours,
+            uncounted,
             linear,
             counted,
             btreemap,
@@ -551,6 +560,10 @@ mod tests {
                 btreemap.dispatch(0, e);
             });
             assert_eq!(a, d, "{index:#x}");
+            let u = read_exit(index, |e| {
+                uncounted.dispatch(0, e);
+            });
+            assert_eq!(a, u, "{index:#x}");
             assert_eq!(a.1, u8::from(!msrs.contains(&index)));
         }
         let ours_counts: Vec<u64> = ours.handler_stats().iter().map(|h| h.reads).collect();
