@@ -6,8 +6,8 @@
 //! 1000-read loops include once.
 //!
 //! `denied_raw_loop` is the same denied guest with each exit completed by a closure that writes
-//! the value straight into it, no dispatcher: the run loop's target is `denied_to_dispatcher` at
-//! >= 0.98x its exits per second. The two alternate: each timed entry of one follows an untimed
+//! the value straight into it, no dispatcher; the target is `denied_to_dispatcher` at 0.98x its
+//! exits per second or better. The two alternate: each timed entry of one follows an untimed
 //! entry of the other, so neither gains from the order they are measured in.
 //!
 //! Without `/dev/kvm` it prints `SKIPPED: no /dev/kvm` and registers nothing.

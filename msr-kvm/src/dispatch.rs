@@ -312,7 +312,7 @@ impl DispatcherBuilder {
                 .map(|e| Rule::new(e.first, e.last, e.access, Action::Deny)),
         );
         let policy = PolicyView::new(self.default, &rules).map_err(BuildError::Policy)?;
-        let filter = crate::pack(policy).map_err(BuildError::Pack)?.filter;
+        let filter = pack_boxed(policy).map_err(BuildError::Pack)?;
         let mut entries = self.entries;
         entries.sort_by_key(|e| e.first);
         let index = AccessType::ALL.map(|a| {
@@ -341,6 +341,13 @@ impl DispatcherBuilder {
             route_stats: RouteCounters::default(),
         })
     }
+}
+
+/// Packs `policy` and moves the filter to the heap at once: a `Filter` is tens of KiB, and
+/// keeping it out of the caller's frame keeps [`DispatcherBuilder::build`]'s stack use down.
+#[inline(never)]
+fn pack_boxed(policy: PolicyView<'_>) -> Result<Box<Filter>, PackError> {
+    crate::pack(policy).map(|packed| Box::new(packed.filter))
 }
 
 /// An MSR index or an inclusive range of them.
@@ -509,7 +516,7 @@ pub enum Dispatch {
 /// (`Arc<Dispatcher>`): dispatch takes `&self`, no lock, and allocates nothing (an exit no
 /// handler takes is logged with `log::warn!`, at most once a second).
 pub struct Dispatcher {
-    filter: Filter,
+    filter: Box<Filter>,
     /// Sorted by `first`.
     entries: Vec<Entry>,
     /// The entries' handlers, densely (the hot path reads only these).

@@ -29,8 +29,11 @@ const BUCKET_BITS: u32 = 9;
 /// Buckets of the hash table: eight times the most pages a filter can touch, so that a
 /// collision-free hash is found among the few tried.
 const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Page bitmaps stored, the two uniform ones included: 32 KiB.
-pub(super) const STORE: usize = 64;
+/// Page bitmaps stored, the two uniform ones included: 16 KiB. A filter's distinct page
+/// bitmaps rarely reach a dozen (the 16-range filter of the `lookup` benchmark has 14); a filter
+/// with more keeps the scan. The index is part of every `Filter`, whose size matters on the
+/// stack.
+pub(super) const STORE: usize = 32;
 /// Id of the all-allow page bitmap; id 0 is the all-deny one. Both are stored from the start,
 /// so that uniform pages share them.
 const ALL_ALLOW: u8 = 1;
@@ -53,7 +56,7 @@ pub(super) struct Pages {
     keys: [u32; BUCKETS],
     /// Per access type (reads, writes) and bucket: where the page's bitmap starts in `store`
     /// (a word index, so that a lookup adds the word and loads; no multiplication on the way).
-    rows: [[u32; BUCKETS]; 2],
+    rows: [[u16; BUCKETS]; 2],
     /// The distinct page bitmaps, [`PAGE_WORDS`] words each; bit `i` of the bitmap starting at
     /// word `row` is the decision for MSR `page * 4096 + i` (1 allows).
     store: [u64; STORE * PAGE_WORDS],
@@ -163,14 +166,14 @@ impl Pages {
         let row = self.rows[access as usize][b];
         // `row + word` is below the store's length by construction; the bounds check that
         // stays is a branch never taken, which the load does not wait for.
-        let word = self.store[row as usize + (index / 64) as usize % PAGE_WORDS];
+        let word = self.store[usize::from(row) + (index / 64) as usize % PAGE_WORDS];
         Action::from_bit(word >> (index % 64))
     }
 }
 
-/// Where bitmap `id` starts in the store.
-fn row(id: u8) -> u32 {
-    u32::from(id) * PAGE_WORDS as u32
+/// Where bitmap `id` starts in the store (below `STORE * PAGE_WORDS`, 2048).
+fn row(id: u8) -> u16 {
+    u16::from(id) * PAGE_WORDS as u16
 }
 
 /// The bucket of the page holding MSR `index`: the page number's low bits, mixed with higher
