@@ -629,6 +629,20 @@ msr_filter_status msr_filter_dispatcher_builder_route_value(struct msr_filter_di
 msr_filter_status msr_filter_dispatcher_builder_route_callbacks(struct msr_filter_dispatcher_builder *builder, uint32_t reasons, msr_filter_read_cb read, msr_filter_write_cb write, void *opaque);
 
 /**
+ * Whether dispatchers built from now on count each callback registration's exits (`count`
+ * true, the default) or not (false). The counts cost one memory write per handled exit;
+ * without them `msr_filter_dispatcher_handler_stats` reports 0 reads, writes and faults.
+ * Exits no callback takes are counted either way (`msr_filter_dispatcher_route_stats`), and
+ * what the guest sees never changes.
+ *
+ * No other thread may use the builder during the call.
+ *
+ * # Safety
+ * `builder` must be a live builder from this library.
+ */
+msr_filter_status msr_filter_dispatcher_builder_exit_counters(struct msr_filter_dispatcher_builder *builder, bool count);
+
+/**
  * Builds a dispatcher: packs the policy plus a deny for every registered access into its filter
  * (`msr_filter_dispatcher_filter`). The caller owns `*dispatcher_out` and frees it with
  * `msr_filter_dispatcher_free`; the builder stays usable and owned by the caller.

@@ -97,6 +97,7 @@ pub struct msr_filter_dispatcher_builder {
     default: Action,
     rules: Vec<Rule>,
     handlers: Vec<Registration>,
+    exit_counters: bool,
     unknown: ExitRoute,
     inval: ExitRoute,
     unhandled: ExitRoute,
@@ -113,7 +114,8 @@ impl msr_filter_dispatcher_builder {
         let mut builder = Dispatcher::builder(policy)
             .on_unknown(self.unknown.clone())
             .on_inval(self.inval.clone())
-            .on_unhandled(self.unhandled.clone());
+            .on_unhandled(self.unhandled.clone())
+            .exit_counters(self.exit_counters);
         for r in self.handlers.iter().chain(extra) {
             builder = builder.handle(MsrSpan(r.first, r.last), r.access, Arc::clone(&r.handler))?;
         }
@@ -165,6 +167,7 @@ pub unsafe extern "C" fn msr_filter_dispatcher_builder_new(
                 default: policy.default,
                 rules: policy.rules.clone(),
                 handlers: Vec::new(),
+                exit_counters: true,
                 unknown: ExitRoute::Gp,
                 inval: ExitRoute::Gp,
                 unhandled: ExitRoute::Gp,
@@ -296,6 +299,27 @@ pub unsafe extern "C" fn msr_filter_dispatcher_builder_route_callbacks(
             opaque,
         });
         arg_mut!(builder).set_routes(reasons, ExitRoute::Handler(handler))
+    })
+}
+
+/// Whether dispatchers built from now on count each callback registration's exits (`count`
+/// true, the default) or not (false). The counts cost one memory write per handled exit;
+/// without them `msr_filter_dispatcher_handler_stats` reports 0 reads, writes and faults.
+/// Exits no callback takes are counted either way (`msr_filter_dispatcher_route_stats`), and
+/// what the guest sees never changes.
+///
+/// No other thread may use the builder during the call.
+///
+/// # Safety
+/// `builder` must be a live builder from this library.
+#[no_mangle]
+pub unsafe extern "C" fn msr_filter_dispatcher_builder_exit_counters(
+    builder: *mut msr_filter_dispatcher_builder,
+    count: bool,
+) -> msr_filter_status {
+    ffi_boundary!({
+        arg_mut!(builder).exit_counters = count;
+        Ok(())
     })
 }
 

@@ -117,10 +117,22 @@ static msr_filter_dispatcher *build(struct shadow *s) {
     msr_filter_dispatcher *d = NULL;
     CHECK_OK(msr_filter_dispatcher_builder_build(b, &d));
     CHECK(d != NULL);
-    /* The builder stays usable: a second dispatcher, then freed. */
+    /* The builder stays usable: a second dispatcher, without exit counters: the same result for
+       the guest, no count. */
+    CHECK_STATUS(msr_filter_dispatcher_builder_exit_counters(NULL, false), MSR_FILTER_STATUS_NULL_ARGUMENT);
+    CHECK_OK(msr_filter_dispatcher_builder_exit_counters(b, false));
     msr_filter_dispatcher *d2 = NULL;
     CHECK_OK(msr_filter_dispatcher_builder_build(b, &d2));
+    unsigned long long data = 0;
+    uint8_t error = 9;
+    CHECK_OK(msr_filter_dispatcher_dispatch_msr(d2, 0, false, MSR_FILTER_EXIT_REASON_FILTER, 0x35, &data, &error,
+                                                NULL));
+    CHECK(data == THREAD_COUNT && error == 0);
+    msr_filter_handler_stats hs;
+    CHECK_OK(msr_filter_dispatcher_handler_stats(d2, 0, &hs));
+    CHECK(hs.first == 0x35 && hs.access == MSR_FILTER_ACCESS_READ && hs.reads == 0);
     msr_filter_dispatcher_free(d2);
+    CHECK_OK(msr_filter_dispatcher_builder_exit_counters(b, true));
     msr_filter_dispatcher_builder_free(b);
     return d;
 }
