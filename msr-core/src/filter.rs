@@ -388,31 +388,36 @@ struct Lookup {
 const SCAN_MAX: usize = 11;
 
 impl Lookup {
-    fn build(default: Action, ranges: &[Range; MAX_RANGES]) -> Lookup {
-        let mut scan = [ScanRange::default(); MAX_RANGES];
-        let mut len = 0;
+    /// An index of no range; [`Lookup::build`] fills it.
+    const EMPTY: Lookup = Lookup {
+        len: 0,
+        scan: [ScanRange {
+            base: 0,
+            nmsrs: 0,
+            flags: 0,
+            slot: 0,
+        }; MAX_RANGES],
+        paged: false,
+        pages: pages::Pages::EMPTY,
+    };
+
+    /// Indexes `ranges` in place (an index is KiBs: it is not built aside and copied).
+    fn build(&mut self, default: Action, ranges: &[Range; MAX_RANGES]) {
+        self.len = 0;
+        self.scan = [ScanRange::default(); MAX_RANGES];
         for (slot, r) in ranges.iter().enumerate() {
             if r.span().is_none() {
                 continue;
             }
-            scan[len] = ScanRange {
+            self.scan[usize::from(self.len)] = ScanRange {
                 base: r.base,
                 nmsrs: r.nmsrs,
                 flags: r.flags.bits(),
                 slot: slot as u8,
             };
-            len += 1;
+            self.len += 1;
         }
-        let mut lookup = Lookup {
-            len: len as u8,
-            scan,
-            paged: false,
-            pages: pages::Pages::EMPTY,
-        };
-        if len > SCAN_MAX {
-            lookup.paged = lookup.pages.build(default, ranges);
-        }
-        lookup
+        self.paged = usize::from(self.len) > SCAN_MAX && self.pages.build(default, ranges);
     }
 
     /// The slot deciding `index` for `access`, if any (x2APIC aside).
@@ -461,12 +466,13 @@ impl Filter {
     }
 
     fn from_ranges(default: Action, ranges: [Range; MAX_RANGES]) -> Filter {
-        let lookup = Lookup::build(default, &ranges);
-        Filter {
+        let mut filter = Filter {
             default,
             ranges,
-            lookup,
-        }
+            lookup: Lookup::EMPTY,
+        };
+        filter.lookup.build(default, &filter.ranges);
+        filter
     }
 
     /// Checks a raw filter with the kernel's rules, in the kernel's order, and copies it.
@@ -554,8 +560,14 @@ impl Filter {
         parts: &[(Access, u32, u32)],
         segment: &dyn Fn(usize, u32) -> (Action, u32),
     ) -> Filter {
-        let mut ranges = [const { Range::EMPTY }; MAX_RANGES];
-        for (slot, (out, &(flags, base, nmsrs))) in ranges.iter_mut().zip(parts).enumerate() {
+        // Built where it is returned, not copied there: a filter is tens of KiB.
+        let mut filter = Filter {
+            default,
+            ranges: [const { Range::EMPTY }; MAX_RANGES],
+            lookup: Lookup::EMPTY,
+        };
+        for (slot, (out, &(flags, base, nmsrs))) in filter.ranges.iter_mut().zip(parts).enumerate()
+        {
             out.flags = flags;
             out.base = base;
             out.nmsrs = nmsrs;
@@ -569,7 +581,8 @@ impl Filter {
                 offset += len;
             }
         }
-        Filter::from_ranges(default, ranges)
+        filter.lookup.build(default, &filter.ranges);
+        filter
     }
 
     /// The default action (`KVM_MSR_FILTER_DEFAULT_ALLOW` or `_DENY`).

@@ -382,13 +382,26 @@ fn pack_target(default: Action, rules: &[Rule], target: &dyn Target) -> Result<P
     let Some(best) = best else {
         return Err(too_many_ranges(default, rules, target, &candidates));
     };
-    let filter = build_filter(best.default, &best.solution.runs, target)?;
+    let proven_minimal = candidates
+        .iter()
+        .all(|c| c.solution.exact || c.lower() > best.solution.cost.ranges);
+    finish(best.default, &best.solution.runs, target, proven_minimal)
+}
+
+/// The packed filter of the chosen solution, checked against the policy. A frame of its own:
+/// the filter (tens of KiB) and its copies live here, not beside the search's states.
+#[inline(never)]
+fn finish(
+    default: Action,
+    runs: &[Run],
+    target: &dyn Target,
+    proven_minimal: bool,
+) -> Result<Packed, PackError> {
+    let filter = build_filter(default, runs, target);
     check_packed(target, &filter)?;
     Ok(Packed {
         filter,
-        proven_minimal: candidates
-            .iter()
-            .all(|c| c.solution.exact || c.lower() > best.solution.cost.ranges),
+        proven_minimal,
     })
 }
 
@@ -438,7 +451,7 @@ fn too_many_ranges(
 
 /// The filter of a solution: single-access ranges first (where they overlap a READ|WRITE range
 /// they take their access and leave it the other), bitmaps from the intent.
-fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<Filter, PackError> {
+fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Filter {
     // Each range shrinks to the first and last MSR where the other ranges do not serve the
     // class without it, and goes if there is none: the filter stays exact and is never dearer.
     // Of equally cheap filters this gives the tightest ranges. Ranges shrink one after the
@@ -566,7 +579,7 @@ fn build_filter(default: Action, found: &[Run], target: &dyn Target) -> Result<F
         }
         (action, u32::try_from(end - at).unwrap_or(u32::MAX))
     };
-    Ok(Filter::from_packed(default, &parts, &segment))
+    Filter::from_packed(default, &parts, &segment)
 }
 
 /// Whether the inclusive spans (and the x2APIC MSRs) cover `first..=last`.

@@ -648,7 +648,9 @@ msr_filter_status msr_filter_dispatcher_builder_exit_counters(struct msr_filter_
  * `msr_filter_dispatcher_free`; the builder stays usable and owned by the caller.
  *
  * `MSR_FILTER_STATUS_BUILD_ERROR` when the policy plus the intercepts cannot be packed (the
- * message says why). Uses about 100 KiB of the calling thread's stack. Only reads the builder.
+ * message says why). Only reads the builder. Uses at most 256 KiB of the calling thread's stack
+ * in a release build (512 KiB in a build with debug assertions); `tests/stack.rs` runs it on a
+ * thread of exactly that stack.
  *
  * # Safety
  * `builder` must be a live builder from this library; `dispatcher_out` writable.
@@ -1301,7 +1303,9 @@ msr_filter_status msr_filter_policy_decide(const struct msr_filter_policy *polic
  * `MSR_FILTER_STATUS_PACK_ERROR` when no kernel filter can do what the policy asks (more than
  * 16 ranges needed, a deny over x2APIC MSRs, ...): the last error message says which rules.
  *
- * Only reads the policy. Uses about 100 KiB of the calling thread's stack.
+ * Only reads the policy. Uses at most 256 KiB of the calling thread's stack in a release build
+ * (512 KiB in a build with debug assertions); `tests/stack.rs` runs it on a thread of exactly
+ * that stack.
  *
  * # Safety
  * `policy` must be a live policy from this library; `filter_out` writable.

@@ -328,7 +328,9 @@ pub unsafe extern "C" fn msr_filter_dispatcher_builder_exit_counters(
 /// `msr_filter_dispatcher_free`; the builder stays usable and owned by the caller.
 ///
 /// `MSR_FILTER_STATUS_BUILD_ERROR` when the policy plus the intercepts cannot be packed (the
-/// message says why). Uses about 100 KiB of the calling thread's stack. Only reads the builder.
+/// message says why). Only reads the builder. Uses at most 256 KiB of the calling thread's stack
+/// in a release build (512 KiB in a build with debug assertions); `tests/stack.rs` runs it on a
+/// thread of exactly that stack.
 ///
 /// # Safety
 /// `builder` must be a live builder from this library; `dispatcher_out` writable.
