@@ -343,3 +343,62 @@ fn wide_random_clusters_pack_exactly() {
         check_everywhere(Action::Allow, &rules, &packed.filter);
     }
 }
+
+/// Read-only single MSRs in every second place over 0x8000 MSRs, a write-only one in every
+/// 97th of those places: 16,384 needed pieces of one MSR each. The budget of change points
+/// inside pieces (`INTERIOR_BUDGET` in `pack/solve.rs`) was once charged one point per residue
+/// of the open runs for every piece, though a piece of one MSR has no point inside; it ran out
+/// after some 0x6000 MSRs here and the packing came back with `proven_minimal == false`.
+#[test]
+fn pieces_of_one_msr_spend_no_budget() {
+    let base = 0x20_0000u32;
+    let rules: Vec<Rule> = (0..0x4000u32)
+        .map(|k| {
+            let access = if k % 97 == 0 {
+                Access::WRITE
+            } else {
+                Access::READ
+            };
+            Rule::single(base + 2 * k, access, Action::Deny)
+        })
+        .collect();
+    let packed = pack(Action::Allow, &rules).unwrap();
+    assert!(packed.proven_minimal);
+    // The needed MSRs, 2 apart, span 0x7fff MSRs: ranges of at most L MSRs that cover them
+    // number at least 3 (2 ranges cover at most 0x6000).
+    assert!(packed.filter.range_count() >= 3);
+    check_everywhere(Action::Allow, &rules, &packed.filter);
+}
+
+/// Read-only and write-only single MSRs alternating, 1 to 3 MSRs apart, over `span` MSRs.
+fn alternating(seed: u64, span: u32) -> Vec<Rule> {
+    let base = 0x20_0000u32;
+    let mut rng = Rng((seed * 7919) | 1);
+    let mut rules = Vec::new();
+    let mut at = base;
+    while at < base + span {
+        let access = if rules.len() % 2 == 0 {
+            Access::READ
+        } else {
+            Access::WRITE
+        };
+        rules.push(Rule::single(at, access, Action::Deny));
+        at += 1 + rng.below(3) as u32;
+    }
+    rules
+}
+
+/// The gap that remains (issue 16): dense mixed clusters wider than one range keep more
+/// incomparable states than a layer holds (`MAX_STATES`, 96), so the packing is exact but not
+/// proven minimal. Here 0x5000 MSRs of alternating read-only and write-only MSRs need 109 to
+/// 140 states at some change point. Ignored until fixed: run with `--ignored`.
+#[test]
+#[ignore = "known gap: layers overflow on dense mixed clusters wider than one range"]
+fn alternating_reads_and_writes_over_more_than_one_range_are_proven_minimal() {
+    for seed in 1..=3 {
+        let rules = alternating(seed, 0x5000);
+        let packed = pack(Action::Allow, &rules).unwrap();
+        check_everywhere(Action::Allow, &rules, &packed.filter);
+        assert!(packed.proven_minimal, "seed {seed}");
+    }
+}

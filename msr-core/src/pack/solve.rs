@@ -41,8 +41,9 @@
 //! so by induction every change point inside a needed piece `[p0, p1)` is congruent mod 64 to
 //! `p0` or to the start of a run open at `p0`. The search tries all of them: the search runs
 //! only below a lower bound of 64 ranges, so there are at most `64 L / 64` word steps of
-//! needed MSRs per residue; past [`INTERIOR_BUDGET`] change points in one cluster, pieces are
-//! tried at their ends only (still exact, not proven minimal).
+//! needed MSRs per residue; past [`INTERIOR_BUDGET`] change points in one cluster (counting
+//! only points strictly inside a needed piece: a piece of one MSR has none), pieces are tried
+//! at their ends only (still exact, not proven minimal).
 //!
 //! # The program
 //! A state, at a change point `x` before the set from `x` on is chosen, is the set of open runs
@@ -356,9 +357,10 @@ struct Cluster {
 }
 
 /// Change points inside needed pieces one cluster may try. Typical policies need a few per
-/// long piece; a policy with long needed pieces after many runs of distinct residues could
-/// need hundreds of thousands, and past this budget a piece is tried at its ends only: the
-/// filter stays exact, [`Solution::exact`] becomes false.
+/// long piece and none per piece of one MSR, however many; a policy with long needed pieces
+/// after many runs of distinct residues could need hundreds of thousands, and past this budget
+/// a piece is tried at its ends only: the filter stays exact, [`Solution::exact`] becomes
+/// false.
 const INTERIOR_BUDGET: u64 = 1 << 16;
 
 impl Cluster {
@@ -428,7 +430,17 @@ impl Cluster {
                 }
             }
         }
-        let points = (p1 - p0).div_ceil(w) * u64::from(residues.count_ones());
+        // The budget pays for the change points tried: those strictly inside the piece with one
+        // of the residues (none in a piece of one MSR).
+        let mut points = 0;
+        let mut bits = residues;
+        while bits != 0 {
+            let r = u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            // The points below `b` congruent to `r` number `ceil((b - r) / w)`.
+            let below = |b: u64| (b + w - 1 - r) / w;
+            points += below(p1) - below(p0 + 1);
+        }
         if points > self.budget {
             residues = 0;
             self.exact = false;
