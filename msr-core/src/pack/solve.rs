@@ -55,34 +55,43 @@
 //! only: `c(x - s_A)` (`A` closes it at `x`); open in `B` only: the most `c(e - x) - c(e - s_B)`
 //! can be (`A` opens it at `x`). Costs add per component and compare as (ranges, bytes), so the
 //! sum bounds `A`'s cost in every future; dropping `B` keeps the optimum. The program is exact
-//! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports; in practice
-//! layers hold a handful of states.
+//! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports. Layers hold a
+//! handful of states for clusters narrower than one range; dense mixed clusters wider than one
+//! range (read-only and write-only MSRs interleaved over 0x5000 MSRs) need a hundred or more,
+//! since runs of the same families started at different points are each cheaper in some
+//! futures, and denser or wider ones more than a layer holds.
 
 use crate::Action;
 
 use super::{Class, Cost, Family, Geometry, Run, Solution, Target, MAX_RANGES};
 
-/// Live states kept per change point.
-pub(crate) const MAX_STATES: usize = 96;
+/// Live states kept per change point: a layer takes about 27 KiB (states of 192 bytes).
+pub(crate) const MAX_STATES: usize = 144;
 
 /// A position with its quotient and remainder by the range limit `L` (index 0) and by the
 /// bitmap word (index 1), so that the dominance test needs no division.
 #[derive(Clone, Copy, Debug, Default)]
 struct Pos {
-    at: u64,
+    index: u32,
     q: [u32; 2],
-    r: [u32; 2],
+    r: [u16; 2],
 }
 
 impl Pos {
     fn new(at: u64, geo: Geometry) -> Pos {
         let k = geo.moduli();
-        // Positions are below 2^33, the moduli at least 1: quotients and remainders fit.
+        // Positions are at most 2^32 - 1 (targets end there), the moduli at most `L`
+        // (0x3000): the position, quotients and remainders fit.
+        debug_assert!(at <= u64::from(u32::MAX) && k[0] <= 1 << 16 && k[1] <= 1 << 16);
         Pos {
-            at,
+            index: at as u32,
             q: [(at / k[0]) as u32, (at / k[1]) as u32],
-            r: [(at % k[0]) as u32, (at % k[1]) as u32],
+            r: [(at % k[0]) as u16, (at % k[1]) as u16],
         }
+    }
+
+    fn at(&self) -> u64 {
+        u64::from(self.index)
     }
 }
 
@@ -91,6 +100,8 @@ impl Pos {
 struct Key {
     /// Bit `f` set: family `f` has an open run.
     open: u8,
+    /// How many of [`State::ranges`] are set (kept here, where the key has room for it).
+    closed: u8,
     /// Start of each open run.
     starts: [Pos; 3],
     /// Cost of the runs closed so far.
@@ -100,8 +111,34 @@ struct Key {
 #[derive(Clone, Debug)]
 struct State {
     key: Key,
-    /// The ranges of the runs closed so far (the first 16).
-    runs: heapless::Vec<Run, MAX_RANGES>,
+    /// The ranges of the runs closed so far (the first 16, `key.closed` of them), each in a
+    /// `u64` (see [`State::push`]): a state takes 192 bytes, not 288 with a `Vec<Run, 16>`.
+    ranges: [u64; MAX_RANGES],
+}
+
+impl State {
+    /// Records a range: its first MSR in bits 0..32, the MSRs after it in bits 32..62 (fewer
+    /// than `L`), its family in bits 62..64. Past 16 ranges the packing fails anyway; only
+    /// the count matters then.
+    fn push(&mut self, run: Run) {
+        if let Some(slot) = self.ranges.get_mut(usize::from(self.key.closed)) {
+            *slot = u64::from(run.first)
+                | u64::from(run.last - run.first) << 32
+                | (run.family as u64) << 62;
+            self.key.closed += 1;
+        }
+    }
+
+    /// The ranges recorded.
+    fn runs(&self) -> impl Iterator<Item = Run> + '_ {
+        self.ranges[..usize::from(self.key.closed)]
+            .iter()
+            .map(|&v| Run {
+                family: Family::ALL[(v >> 62) as usize],
+                first: v as u32,
+                last: (v as u32).wrapping_add(((v >> 32) & ((1 << 30) - 1)) as u32),
+            })
+    }
 }
 
 type Layer = heapless::Vec<State, MAX_STATES>;
@@ -153,15 +190,15 @@ fn step_gap(a: &Pos, b: &Pos, lo: &Pos, hi: u64, m: usize, k: u64) -> i64 {
             (xq - yq - 1, xr + k - yr)
         }
     };
-    if a.at > b.at {
+    if a.at() > b.at() {
         return -(split(a, b).0 as i64);
     }
     let (whole, part) = split(b, a);
     if part == 0 {
         return whole as i64;
     }
-    let first = lo.at - b.at - 1; // the smallest v - 1
-    let reaches = if hi - lo.at + 1 >= k {
+    let first = lo.at() - b.at() - 1; // the smallest v - 1
+    let reaches = if hi - lo.at() + 1 >= k {
         true
     } else {
         // first mod k
@@ -169,7 +206,7 @@ fn step_gap(a: &Pos, b: &Pos, lo: &Pos, hi: u64, m: usize, k: u64) -> i64 {
             0 => k - 1,
             r => r - 1,
         };
-        r >= k - part || first + (k - part - r) < hi - b.at
+        r >= k - part || first + (k - part - r) < hi - b.at()
     };
     whole as i64 + i64::from(reaches)
 }
@@ -189,7 +226,7 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
         let bit = 1 << f;
         ranges += match (a.open & bit != 0, b.open & bit != 0) {
             (true, true) => step_gap(&a.starts[f], &b.starts[f], at, end, 0, k[0]),
-            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).ranges),
+            (true, false) => i64::from(geo.run_cost(at.at() - a.starts[f].at()).ranges),
             (false, true) => step_gap(at, &b.starts[f], at, end, 0, k[0]),
             (false, false) => 0,
         };
@@ -204,7 +241,7 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
         let bit = 1 << f;
         bytes += match (a.open & bit != 0, b.open & bit != 0) {
             (true, true) => word * step_gap(&a.starts[f], &b.starts[f], at, end, 1, k[1]),
-            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).bytes),
+            (true, false) => i64::from(geo.run_cost(at.at() - a.starts[f].at()).bytes),
             (false, true) => word * step_gap(at, &b.starts[f], at, end, 1, k[1]),
             (false, false) => 0,
         };
@@ -233,20 +270,13 @@ fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) ->
 }
 
 /// The ranges of a run of family `f` over `[start, end)`, cut every `L` MSRs from its start.
-fn push_ranges(
-    runs: &mut heapless::Vec<Run, MAX_RANGES>,
-    f: usize,
-    start: u64,
-    end: u64,
-    geo: Geometry,
-) {
+fn push_ranges(state: &mut State, f: usize, start: u64, end: u64, geo: Geometry) {
     let family = Family::ALL[f];
     let limit = u64::from(geo.max_nmsrs);
     let mut first = start;
     while first < end {
         let last = (first + limit).min(end) - 1;
-        // Past 16 ranges the packing fails anyway; only the count matters then.
-        let _ = runs.push(Run {
+        state.push(Run {
             family,
             first: first as u32,
             last: last as u32,
@@ -287,7 +317,7 @@ fn step(
             if close_at < at {
                 let limit = u64::from(geo.max_nmsrs);
                 for f in 0..3 {
-                    let start = state.key.starts[f].at;
+                    let start = state.key.starts[f].at();
                     if old & set & (1 << f) != 0
                         && (end - start).div_ceil(limit) > (close_at - start).div_ceil(limit)
                     {
@@ -303,7 +333,7 @@ fn step(
                 for f in 0..3 {
                     let bit = 1 << f;
                     if closing & bit != 0 {
-                        key.cost = key.cost.plus(geo.run_cost(close_at - key.starts[f].at));
+                        key.cost = key.cost.plus(geo.run_cost(close_at - key.starts[f].at()));
                     }
                     if opening & bit != 0 {
                         key.starts[f] = open_at;
@@ -313,13 +343,16 @@ fn step(
                 let (insert, kept_all) = admit(to, &key, (&next, end), geo);
                 exact &= kept_all;
                 if insert {
-                    let mut runs = state.runs.clone();
+                    let mut next = State {
+                        key,
+                        ranges: state.ranges,
+                    };
                     for f in 0..3 {
                         if closing & (1 << f) != 0 {
-                            push_ranges(&mut runs, f, state.key.starts[f].at, close_at, geo);
+                            push_ranges(&mut next, f, state.key.starts[f].at(), close_at, geo);
                         }
                     }
-                    let _ = to.push(State { key, runs });
+                    let _ = to.push(next);
                 }
                 if restart == 0 {
                     break;
@@ -387,10 +420,11 @@ impl Cluster {
         let _ = self.layers[0].push(State {
             key: Key {
                 open: 0,
+                closed: 0,
                 starts: [Pos::default(); 3],
                 cost: Cost::default(),
             },
-            runs: heapless::Vec::new(),
+            ranges: [0; MAX_RANGES],
         });
     }
 
@@ -473,7 +507,7 @@ impl Cluster {
             let mut cost = state.key.cost;
             for f in 0..3 {
                 if state.key.open & (1 << f) != 0 {
-                    cost = cost.plus(geo.run_cost(end - state.key.starts[f].at));
+                    cost = cost.plus(geo.run_cost(end - state.key.starts[f].at()));
                 }
             }
             if best.is_none_or(|(b, _)| cost < b) {
@@ -488,13 +522,13 @@ impl Cluster {
             };
             return (cost, heapless::Vec::new());
         };
-        let mut runs = state.runs.clone();
+        let mut last = state.clone();
         for f in 0..3 {
             if state.key.open & (1 << f) != 0 {
-                push_ranges(&mut runs, f, state.key.starts[f].at, end, geo);
+                push_ranges(&mut last, f, state.key.starts[f].at(), end, geo);
             }
         }
-        (cost, runs)
+        (cost, last.runs().collect())
     }
 }
 
