@@ -57,16 +57,31 @@
 //! sum bounds `A`'s cost in every future; dropping `B` keeps the optimum. The program is exact
 //! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports. Layers hold a
 //! handful of states for clusters narrower than one range; dense mixed clusters wider than one
-//! range (read-only and write-only MSRs interleaved over 0x5000 MSRs) need a hundred or more,
-//! since runs of the same families started at different points are each cheaper in some
-//! futures, and denser or wider ones more than a layer holds.
+//! range need a hundred or more (read-only and write-only MSRs interleaved over 0x5000 MSRs:
+//! up to 140; runs of mixed access over 0x5000 MSRs: up to 186), since runs of the same
+//! families started at different points are each cheaper in some futures, and denser or wider
+//! ones (over 0x8000 MSRs: 200 to 500) can need more than a layer holds.
+//!
+//! # Memory
+//! A state is its key and the end of a list of the ranges it closed in a [`Trail`] shared by
+//! the states of both layers (64 bytes, where a state carrying its 16 ranges took 288), so
+//! that 256 states fit in two layers of 16 KiB and a trail of 32 KiB. The trail forgets the
+//! ranges no state reaches when it fills; it cannot fill with the ranges of one layer alone,
+//! so a step always keeps a state.
 
 use crate::Action;
 
 use super::{Class, Cost, Family, Geometry, Run, Solution, Target, MAX_RANGES};
 
-/// Live states kept per change point: a layer takes about 27 KiB (states of 192 bytes).
-pub(crate) const MAX_STATES: usize = 144;
+/// Live states kept per change point: a layer takes 16 KiB (states of 64 bytes).
+pub(crate) const MAX_STATES: usize = 256;
+
+/// Closed ranges the [`Trail`] holds (32 KiB): those of a full layer, 16 per state, even if
+/// they share none.
+const TRAIL: usize = MAX_RANGES * MAX_STATES;
+
+/// No range: the end of a list in the [`Trail`].
+const NONE: u32 = u32::MAX;
 
 /// A position with its quotient and remainder by the range limit `L` (index 0) and by the
 /// bitmap word (index 1), so that the dominance test needs no division.
@@ -100,7 +115,8 @@ impl Pos {
 struct Key {
     /// Bit `f` set: family `f` has an open run.
     open: u8,
-    /// How many of [`State::ranges`] are set (kept here, where the key has room for it).
+    /// How many ranges the state has closed, at most 16 (kept here, where the key has room
+    /// for it).
     closed: u8,
     /// Start of each open run.
     starts: [Pos; 3],
@@ -108,36 +124,130 @@ struct Key {
     cost: Cost,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct State {
     key: Key,
-    /// The ranges of the runs closed so far (the first 16, `key.closed` of them), each in a
-    /// `u64` (see [`State::push`]): a state takes 192 bytes, not 288 with a `Vec<Run, 16>`.
-    ranges: [u64; MAX_RANGES],
+    /// The newest of the ranges of the runs closed so far (the first 16, `key.closed` of
+    /// them) in the [`Trail`], or [`NONE`].
+    last: u32,
 }
 
-impl State {
-    /// Records a range: its first MSR in bits 0..32, the MSRs after it in bits 32..62 (fewer
-    /// than `L`), its family in bits 62..64. Past 16 ranges the packing fails anyway; only
-    /// the count matters then.
-    fn push(&mut self, run: Run) {
-        if let Some(slot) = self.ranges.get_mut(usize::from(self.key.closed)) {
-            *slot = u64::from(run.first)
-                | u64::from(run.last - run.first) << 32
-                | (run.family as u64) << 62;
-            self.key.closed += 1;
+/// The ranges the states have closed, shared: a state's ranges are a list through the trail
+/// from its newest one ([`State::last`]) back to its oldest, so that a state takes 64 bytes and
+/// ranges that many states share are stored once. A full trail drops the entries no state of
+/// the two layers reaches and moves the others down, in order (a parent stays before its
+/// children). If that frees too little room for a state's new ranges, the dearest states of the
+/// layer being built are dropped until it does (the layer is then no longer exact): with none
+/// left, the ranges of the other layer's states, at most 16 each, and the new ones (at most 16
+/// with those of the state's parent) fit in [`TRAIL`].
+struct Trail {
+    /// Each range in a `u64`: its first MSR in bits 0..32, the MSRs after it in bits 32..46
+    /// (fewer than `L`, at most 2^14), its family in bits 46..48, its parent (the range closed
+    /// before it, `0xffff` for none) in bits 48..64.
+    entries: [u64; TRAIL],
+    len: usize,
+}
+
+/// No parent, in [`Trail::entries`].
+const NO_PARENT: u64 = 0xffff;
+
+// A range's length less one and a parent's place fit their bits.
+const _: () = assert!(crate::abi::MAX_NMSRS <= 1 << 14 && TRAIL < NO_PARENT as usize);
+
+impl Trail {
+    fn new() -> Trail {
+        Trail {
+            entries: [0; TRAIL],
+            len: 0,
         }
     }
 
-    /// The ranges recorded.
-    fn runs(&self) -> impl Iterator<Item = Run> + '_ {
-        self.ranges[..usize::from(self.key.closed)]
-            .iter()
-            .map(|&v| Run {
-                family: Family::ALL[(v >> 62) as usize],
-                first: v as u32,
-                last: (v as u32).wrapping_add(((v >> 32) & ((1 << 30) - 1)) as u32),
-            })
+    fn room(&self) -> usize {
+        TRAIL - self.len
+    }
+
+    fn parent(&self, i: usize) -> u32 {
+        match self.entries[i] >> 48 {
+            NO_PARENT => NONE,
+            p => p as u32,
+        }
+    }
+
+    /// Records `run` after the list ending at `last` and returns the new end. Needs room.
+    fn push(&mut self, last: u32, run: Run) -> u32 {
+        debug_assert!(run.last - run.first < 1 << 14);
+        let parent = if last == NONE {
+            NO_PARENT
+        } else {
+            u64::from(last)
+        };
+        let at = self.len;
+        self.entries[at] = u64::from(run.first)
+            | u64::from(run.last - run.first) << 32
+            | (run.family as u64) << 46
+            | parent << 48;
+        self.len += 1;
+        at as u32
+    }
+
+    /// The ranges of the list ending at `last`, oldest first.
+    fn runs(&self, mut last: u32) -> heapless::Vec<Run, MAX_RANGES> {
+        let mut newest_first: heapless::Vec<Run, MAX_RANGES> = heapless::Vec::new();
+        while let Some(&v) = self.entries.get(last as usize) {
+            if newest_first.is_full() {
+                break;
+            }
+            let first = v as u32;
+            let _ = newest_first.push(Run {
+                family: Family::ALL[((v >> 46) & 3) as usize],
+                first,
+                last: first + ((v >> 32) & ((1 << 14) - 1)) as u32,
+            });
+            last = self.parent(last as usize);
+        }
+        newest_first.reverse();
+        newest_first
+    }
+
+    /// Drops the entries no state of `layers` reaches.
+    fn collect(&mut self, layers: [&mut Layer; 2]) {
+        let mut live = [0u64; TRAIL / 64];
+        for layer in &layers {
+            for state in layer.iter() {
+                let mut i = state.last as usize;
+                while i < TRAIL && live[i / 64] & (1 << (i % 64)) == 0 {
+                    live[i / 64] |= 1 << (i % 64);
+                    i = self.parent(i) as usize;
+                }
+            }
+        }
+        // The new place of a live entry: the live entries before it.
+        let mut before = [0u32; TRAIL / 64];
+        let mut count = 0;
+        for (b, word) in before.iter_mut().zip(live) {
+            *b = count;
+            count += word.count_ones();
+        }
+        let moved = |i: u32| match i as usize {
+            i if i < TRAIL => before[i / 64] + (live[i / 64] & ((1 << (i % 64)) - 1)).count_ones(),
+            _ => NONE,
+        };
+        for i in 0..self.len {
+            if live[i / 64] & (1 << (i % 64)) != 0 {
+                let parent = match moved(self.parent(i)) {
+                    NONE => NO_PARENT,
+                    p => u64::from(p),
+                };
+                let to = moved(i as u32) as usize;
+                self.entries[to] = self.entries[i] & ((1 << 48) - 1) | parent << 48;
+            }
+        }
+        self.len = count as usize;
+        for layer in layers {
+            for state in layer.iter_mut() {
+                state.last = moved(state.last);
+            }
+        }
     }
 }
 
@@ -270,13 +380,13 @@ fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) ->
 }
 
 /// The ranges of a run of family `f` over `[start, end)`, cut every `L` MSRs from its start.
-fn push_ranges(state: &mut State, f: usize, start: u64, end: u64, geo: Geometry) {
+fn for_ranges(f: usize, start: u64, end: u64, geo: Geometry, mut each: impl FnMut(Run)) {
     let family = Family::ALL[f];
     let limit = u64::from(geo.max_nmsrs);
     let mut first = start;
     while first < end {
         let last = (first + limit).min(end) - 1;
-        state.push(Run {
+        each(Run {
             family,
             first: first as u32,
             last: last as u32,
@@ -290,8 +400,7 @@ fn push_ranges(state: &mut State, f: usize, start: u64, end: u64, geo: Geometry)
 /// set), closing runs at `close_at` (`at`, or the start of the free gap before it) and opening
 /// runs at `at`.
 fn step(
-    from: &Layer,
-    to: &mut Layer,
+    (from, to, trail): (&mut Layer, &mut Layer, &mut Trail),
     (close_at, at, next, end): (u64, u64, u64, u64),
     geo: Geometry,
     sets: impl Fn(u8) -> u8,
@@ -299,7 +408,8 @@ fn step(
     let mut exact = true;
     to.clear();
     let (open_at, next) = (Pos::new(at, geo), Pos::new(next, geo));
-    for state in from.iter() {
+    for i in 0..from.len() {
+        let state = from[i];
         let allowed = sets(state.key.open);
         let old = state.key.open;
         // Keeping the open set first: it is the likeliest to dominate the other candidates,
@@ -343,16 +453,46 @@ fn step(
                 let (insert, kept_all) = admit(to, &key, (&next, end), geo);
                 exact &= kept_all;
                 if insert {
-                    let mut next = State {
-                        key,
-                        ranges: state.ranges,
-                    };
+                    // The ranges the state closes here, past 16 uncounted: the packing fails
+                    // then anyway, and only the cost matters.
+                    let limit = u64::from(geo.max_nmsrs);
+                    let mut need = 0;
                     for f in 0..3 {
                         if closing & (1 << f) != 0 {
-                            push_ranges(&mut next, f, state.key.starts[f].at(), close_at, geo);
+                            need += (close_at - state.key.starts[f].at()).div_ceil(limit);
                         }
                     }
-                    let _ = to.push(next);
+                    let need = need.min(MAX_RANGES as u64 - u64::from(key.closed)) as usize;
+                    if need > trail.room() {
+                        trail.collect([&mut *from, &mut *to]);
+                    }
+                    while need > trail.room() {
+                        // Rare: the dearest states being built make room (see `Trail`).
+                        exact = false;
+                        let worst = to.iter().enumerate().max_by_key(|(_, s)| s.key.cost);
+                        let Some((worst, _)) = worst else { break };
+                        to.swap_remove(worst);
+                        trail.collect([&mut *from, &mut *to]);
+                    }
+                    if need <= trail.room() {
+                        // `collect` may have moved the state's ranges.
+                        let mut next = State {
+                            key,
+                            last: from[i].last,
+                        };
+                        for f in 0..3 {
+                            if closing & (1 << f) != 0 {
+                                let start = state.key.starts[f].at();
+                                for_ranges(f, start, close_at, geo, |run| {
+                                    if usize::from(next.key.closed) < MAX_RANGES {
+                                        next.last = trail.push(next.last, run);
+                                        next.key.closed += 1;
+                                    }
+                                });
+                            }
+                        }
+                        let _ = to.push(next);
+                    }
                 }
                 if restart == 0 {
                     break;
@@ -379,8 +519,10 @@ fn valid_sets(class: Class) -> u8 {
 struct Cluster {
     /// Where the cluster's last needed MSR ends: every run closes by then.
     end: u64,
-    /// The current layer and the one being built (flipped, never moved: each is 27 KiB).
+    /// The current layer and the one being built (flipped, never moved: each is 16 KiB).
     layers: [Layer; 2],
+    /// The ranges the states of both layers have closed.
+    trail: Trail,
     current: usize,
     exact: bool,
     /// The end of the last needed piece so far.
@@ -401,6 +543,7 @@ impl Cluster {
         Cluster {
             end: 0,
             layers: [Layer::new(), Layer::new()],
+            trail: Trail::new(),
             current: 0,
             exact: true,
             last_end: 0,
@@ -417,6 +560,7 @@ impl Cluster {
         self.budget = INTERIOR_BUDGET;
         self.layers[1].clear();
         self.layers[0].clear();
+        self.trail.len = 0;
         let _ = self.layers[0].push(State {
             key: Key {
                 open: 0,
@@ -424,7 +568,7 @@ impl Cluster {
                 starts: [Pos::default(); 3],
                 cost: Cost::default(),
             },
-            ranges: [0; MAX_RANGES],
+            last: NONE,
         });
     }
 
@@ -440,11 +584,12 @@ impl Cluster {
     ) {
         let [first, second] = &mut self.layers;
         let (from, to) = if self.current == 0 {
-            (&*first, second)
+            (first, second)
         } else {
-            (&*second, first)
+            (second, first)
         };
-        self.exact &= step(from, to, (close_at, at, next, self.end), geo, sets);
+        let layers = (from, to, &mut self.trail);
+        self.exact &= step(layers, (close_at, at, next, self.end), geo, sets);
         self.current ^= 1;
     }
 
@@ -522,13 +667,25 @@ impl Cluster {
             };
             return (cost, heapless::Vec::new());
         };
-        let mut last = state.clone();
+        let mut runs = self.trail.runs(state.last);
         for f in 0..3 {
             if state.key.open & (1 << f) != 0 {
-                push_ranges(&mut last, f, state.key.starts[f].at(), end, geo);
+                for_ranges(f, state.key.starts[f].at(), end, geo, |run| {
+                    let _ = runs.push(run);
+                });
             }
         }
-        (cost, last.runs().collect())
+        // The trail kept the state's ranges: they cost what the state does.
+        debug_assert!(
+            cost.ranges as usize > MAX_RANGES
+                || (runs.len() == cost.ranges as usize
+                    && runs
+                        .iter()
+                        .map(|r| geo.bytes(u64::from(r.last - r.first) + 1))
+                        .sum::<u32>()
+                        == cost.bytes)
+        );
+        (cost, runs)
     }
 }
 
@@ -674,4 +831,92 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
         });
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn state(last: u32) -> State {
+        State {
+            key: Key {
+                open: 0,
+                closed: 0,
+                starts: [Pos::default(); 3],
+                cost: Cost::default(),
+            },
+            last,
+        }
+    }
+
+    /// The trail keeps, in order, the ranges of every state of the two layers through any
+    /// number of collections, and nothing else.
+    #[test]
+    fn the_trail_keeps_exactly_the_ranges_the_layers_reach() {
+        let mut trail = Trail::new();
+        // Lists by their last entry, with the ranges they hold, oldest first.
+        let mut lists: Vec<(u32, Vec<Run>)> = std::vec![(NONE, Vec::new())];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            // Grow lists until the trail is nearly full.
+            while trail.room() > 16 {
+                // States hold at most 16 ranges.
+                let (last, runs) = lists[next(lists.len() as u64) as usize].clone();
+                if runs.len() == MAX_RANGES {
+                    continue;
+                }
+                let first = next(1 << 32) as u32 & !0x3fff;
+                let run = Run {
+                    family: Family::ALL[next(3) as usize],
+                    first,
+                    last: first + next(0x3000) as u32,
+                };
+                let mut runs = runs;
+                runs.push(run);
+                lists.push((trail.push(last, run), runs));
+            }
+            // Two layers of some of them.
+            let mut layers = [Layer::new(), Layer::new()];
+            let mut kept: Vec<Vec<Run>> = Vec::new();
+            for layer in layers.iter_mut() {
+                for _ in 0..next(MAX_STATES as u64) {
+                    let (last, runs) = &lists[next(lists.len() as u64) as usize];
+                    let _ = layer.push(state(*last));
+                    kept.push(runs.clone());
+                }
+            }
+            let mut reached = std::collections::BTreeSet::new();
+            for s in layers.iter().flat_map(|l| l.iter()) {
+                let mut i = s.last;
+                while i != NONE {
+                    reached.insert(i);
+                    i = trail.parent(i as usize);
+                }
+            }
+            let [first, second] = &mut layers;
+            trail.collect([first, second]);
+            assert_eq!(trail.len, reached.len(), "round {round}");
+            let after: Vec<Vec<Run>> = layers
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|s| trail.runs(s.last).to_vec())
+                .collect();
+            assert!(after == kept, "round {round}");
+            // The lists left are those of the layers (and the empty one).
+            lists = layers
+                .iter()
+                .flat_map(|l| l.iter())
+                .zip(kept)
+                .map(|(s, runs)| (s.last, runs))
+                .collect();
+            lists.push((NONE, Vec::new()));
+        }
+    }
 }
