@@ -118,6 +118,8 @@ struct Key {
     /// How many ranges the state has closed, at most 16 (kept here, where the key has room
     /// for it).
     closed: u8,
+    /// The most ranges a state that dominates this one can have closed (see [`admit`]).
+    reach: u16,
     /// Start of each open run.
     starts: [Pos; 3],
     /// Cost of the runs closed so far.
@@ -361,11 +363,28 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
 
 /// Whether a state of `layer` dominates `key`; if not, drops those `key` dominates and makes
 /// room for it. Returns (whether to insert, whether the layer stayed exact).
-fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
-    if layer.iter().any(|s| dominates(&s.key, key, at, end, geo)) {
+///
+/// A state `a` dominates `b` only if `a`'s ranges are at most `b`'s plus, over `b`'s open runs,
+/// `floor((x - s_B) / L)`: each family's amount in [`dominates`] is at least minus that (a run
+/// of `a` starting later, or opened at `x`, saves no more) and no amount is negative for a
+/// family `b` has not open. That bound is `b`'s `reach`; it skips most comparisons, and
+/// skipping one only keeps a state.
+fn admit(layer: &mut Layer, key: &mut Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
+    let mut reach = u64::from(key.cost.ranges);
+    for f in 0..3 {
+        if key.open & (1 << f) != 0 {
+            reach += (at.at() - key.starts[f].at()) / u64::from(geo.max_nmsrs);
+        }
+    }
+    key.reach = u16::try_from(reach).unwrap_or(u16::MAX);
+    let may = |a: &Key, b: &Key| a.cost.ranges <= u32::from(b.reach);
+    if layer
+        .iter()
+        .any(|s| may(&s.key, key) && dominates(&s.key, key, at, end, geo))
+    {
         return (false, true);
     }
-    layer.retain(|s| !dominates(key, &s.key, at, end, geo));
+    layer.retain(|s| !(may(key, &s.key) && dominates(key, &s.key, at, end, geo)));
     if !layer.is_full() {
         return (true, true);
     }
@@ -450,7 +469,7 @@ fn step(
                     }
                 }
                 key.open = set;
-                let (insert, kept_all) = admit(to, &key, (&next, end), geo);
+                let (insert, kept_all) = admit(to, &mut key, (&next, end), geo);
                 exact &= kept_all;
                 if insert {
                     // The ranges the state closes here, past 16 uncounted: the packing fails
@@ -565,6 +584,7 @@ impl Cluster {
             key: Key {
                 open: 0,
                 closed: 0,
+                reach: 0,
                 starts: [Pos::default(); 3],
                 cost: Cost::default(),
             },
@@ -843,6 +863,7 @@ mod tests {
             key: Key {
                 open: 0,
                 closed: 0,
+                reach: 0,
                 starts: [Pos::default(); 3],
                 cost: Cost::default(),
             },
