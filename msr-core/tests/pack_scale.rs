@@ -331,9 +331,9 @@ proptest! {
 
 /// Clusters wider than one range (0x5000 MSRs) of dense random rules: here states that start
 /// their runs at different points stay incomparable (one may save a range in some futures,
-/// the other in others), more than the search keeps; the filter must still be exact, and at
-/// least one range per cluster and 0x3000 needed MSRs. `proven_minimal` is not asserted: it is
-/// false for these (a known limit).
+/// the other in others); the filter must still be exact, and at least one range per cluster
+/// and 0x3000 needed MSRs. With 500 rules the search keeps them all and proves the packing
+/// minimal (it did not with layers of 96 states); with 2000 rules it does not (a known limit).
 #[test]
 fn wide_random_clusters_pack_exactly() {
     for (seed, count) in [(11, 500), (12, 2000)] {
@@ -341,6 +341,9 @@ fn wide_random_clusters_pack_exactly() {
         let packed = pack(Action::Allow, &rules).unwrap();
         assert!(packed.filter.range_count() >= 4, "{count} rules");
         check_everywhere(Action::Allow, &rules, &packed.filter);
+        if count == 500 {
+            assert!(packed.proven_minimal, "{count} rules");
+        }
     }
 }
 
