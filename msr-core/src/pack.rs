@@ -24,10 +24,11 @@
 //! in that order. Both default actions are tried; a default whose proven lower bound (a range
 //! covers at most 0x3000 MSRs) exceeds 64 ranges is not searched.
 //!
-//! The search allocates nothing: its states live on the stack (about 50 KiB, two layers of
-//! [`solve::MAX_STATES`] states, plus the 25 KiB filter being built). The result is minimal
-//! unless a layer overflows or a cluster spends its budget of change points (clusters wider
-//! than one range with dense, mixed rules do); then the filter is still exact but
+//! The search allocates nothing: its states live on the stack (about 64 KiB, two layers of
+//! [`solve::MAX_STATES`] states and the ranges they closed, plus the 25 KiB filter being
+//! built). The result is minimal unless a layer overflows or a cluster spends its budget of
+//! change points (clusters much wider than one range with dense, mixed rules can); then the
+//! filter is still exact but
 //! [`Packed::proven_minimal`] is false. Each range is then shrunk to the MSRs where it is
 //! needed (the tightest of equally cheap filters), a READ|WRITE range whose reads (or writes)
 //! single ranges already decide is narrowed, so that packed filters carry no
@@ -292,7 +293,7 @@ impl PolicyView<'_> {
 /// its contents on entry do not matter and on return are unspecified. Nothing is allocated:
 /// a `no_std` caller lends a buffer, a std host can pass `&mut vec![0; scratch_len(n)]`.
 /// Time is O(n log n) for the sort of the rule boundaries plus the search, which is linear in
-/// the number of boundaries; the search keeps its states on the stack (about 50 KiB).
+/// the number of boundaries; the search keeps its states on the stack (about 64 KiB).
 ///
 /// Rule semantics: the last rule covering an MSR and access decides it, else `default`; x2APIC
 /// MSRs 0x800..=0x8ff are always allowed (a rule denying them is an error), and MSR 0xffffffff

@@ -331,9 +331,9 @@ proptest! {
 
 /// Clusters wider than one range (0x5000 MSRs) of dense random rules: here states that start
 /// their runs at different points stay incomparable (one may save a range in some futures,
-/// the other in others), more than the search keeps; the filter must still be exact, and at
-/// least one range per cluster and 0x3000 needed MSRs. `proven_minimal` is not asserted: it is
-/// false for these (a known limit).
+/// the other in others); the filter must still be exact, and at least one range per cluster
+/// and 0x3000 needed MSRs. With 500 rules the search keeps them all and proves the packing
+/// minimal (it did not with layers of 96 states); with 2000 rules it does not (a known limit).
 #[test]
 fn wide_random_clusters_pack_exactly() {
     for (seed, count) in [(11, 500), (12, 2000)] {
@@ -341,5 +341,111 @@ fn wide_random_clusters_pack_exactly() {
         let packed = pack(Action::Allow, &rules).unwrap();
         assert!(packed.filter.range_count() >= 4, "{count} rules");
         check_everywhere(Action::Allow, &rules, &packed.filter);
+        if count == 500 {
+            assert!(packed.proven_minimal, "{count} rules");
+        }
+    }
+}
+
+/// Read-only single MSRs in every second place over 0x8000 MSRs, a write-only one in every
+/// 97th of those places: 16,384 needed pieces of one MSR each. The budget of change points
+/// inside pieces (`INTERIOR_BUDGET` in `pack/solve.rs`) was once charged one point per residue
+/// of the open runs for every piece, though a piece of one MSR has no point inside; it ran out
+/// after some 0x6000 MSRs here and the packing came back with `proven_minimal == false`.
+#[test]
+fn pieces_of_one_msr_spend_no_budget() {
+    let base = 0x20_0000u32;
+    let rules: Vec<Rule> = (0..0x4000u32)
+        .map(|k| {
+            let access = if k % 97 == 0 {
+                Access::WRITE
+            } else {
+                Access::READ
+            };
+            Rule::single(base + 2 * k, access, Action::Deny)
+        })
+        .collect();
+    let packed = pack(Action::Allow, &rules).unwrap();
+    assert!(packed.proven_minimal);
+    // The needed MSRs, 2 apart, span 0x7fff MSRs: ranges of at most L MSRs that cover them
+    // number at least 3 (2 ranges cover at most 0x6000).
+    assert!(packed.filter.range_count() >= 3);
+    check_everywhere(Action::Allow, &rules, &packed.filter);
+}
+
+/// Read-only and write-only single MSRs alternating, 1 to 3 MSRs apart, over `span` MSRs.
+fn alternating(seed: u64, span: u32) -> Vec<Rule> {
+    let base = 0x20_0000u32;
+    let mut rng = Rng((seed * 7919) | 1);
+    let mut rules = Vec::new();
+    let mut at = base;
+    while at < base + span {
+        let access = if rules.len() % 2 == 0 {
+            Access::READ
+        } else {
+            Access::WRITE
+        };
+        rules.push(Rule::single(at, access, Action::Deny));
+        at += 1 + rng.below(3) as u32;
+    }
+    rules
+}
+
+/// Alternating read-only and write-only MSRs, 1 to 3 MSRs apart, over 0x5000 MSRs: at some
+/// change points 109 to 140 states are incomparable (runs of the same families started at
+/// different points, each cheaper in some futures), more than a layer held when it held 96
+/// states; the packing came back exact but with `proven_minimal == false`.
+#[test]
+fn alternating_reads_and_writes_over_more_than_one_range_are_proven_minimal() {
+    for seed in [2, 3] {
+        let rules = alternating(seed, 0x5000);
+        let packed = pack(Action::Allow, &rules).unwrap();
+        check_everywhere(Action::Allow, &rules, &packed.filter);
+        assert!(packed.proven_minimal, "seed {seed}");
+        // Two families over the whole span, 2 ranges each (the minimum, as the search proves:
+        // the read-only and write-only MSRs alternate, 1 to 3 MSRs apart).
+        assert_eq!(packed.filter.range_count(), 4, "seed {seed}");
+    }
+}
+
+/// Runs of 1 to 100 MSRs of random access, 0 to 39 MSRs apart, over `span` MSRs.
+fn mixed_runs(seed: u64, span: u32) -> Vec<Rule> {
+    let base = 0x20_0000u32;
+    let mut rng = Rng((seed * 104_729) | 1);
+    let mut rules = Vec::new();
+    let mut at = base;
+    while at < base + span {
+        let len = 1 + rng.below(100) as u32;
+        let access = Access::from_bits_truncate(1 + rng.below(3) as u32);
+        rules.push(Rule::new(at, at + len - 1, access, Action::Deny));
+        at += len + rng.below(40) as u32;
+    }
+    rules
+}
+
+/// Runs of mixed access over 0x5000 MSRs need up to 186 incomparable states at some change
+/// point, more than a layer held when it held 96 or 144; they came back exact but with
+/// `proven_minimal == false`.
+#[test]
+fn mixed_runs_over_more_than_one_range_are_proven_minimal() {
+    for seed in 1..=3 {
+        let rules = mixed_runs(seed, 0x5000);
+        let packed = pack(Action::Allow, &rules).unwrap();
+        check_everywhere(Action::Allow, &rules, &packed.filter);
+        assert!(packed.proven_minimal, "seed {seed}");
+    }
+}
+
+/// The gap that remains (issue 16): the same mixes over 0x8000 MSRs need more incomparable
+/// states than a layer holds (`MAX_STATES`, 256) and come back exact but with
+/// `proven_minimal == false`, after seconds. Ignored until fixed: run with `--ignored`.
+#[test]
+#[ignore = "known gap: layers overflow on dense mixed clusters over 0x8000 MSRs"]
+fn mixed_runs_over_0x8000_msrs_are_proven_minimal() {
+    for seed in 1..=3 {
+        let rules = mixed_runs(seed, 0x8000);
+        let packed = pack(Action::Allow, &rules).unwrap();
+        check_everywhere(Action::Allow, &rules, &packed.filter);
+        assert!(packed.proven_minimal, "seed {seed}");
     }
 }

@@ -41,8 +41,9 @@
 //! so by induction every change point inside a needed piece `[p0, p1)` is congruent mod 64 to
 //! `p0` or to the start of a run open at `p0`. The search tries all of them: the search runs
 //! only below a lower bound of 64 ranges, so there are at most `64 L / 64` word steps of
-//! needed MSRs per residue; past [`INTERIOR_BUDGET`] change points in one cluster, pieces are
-//! tried at their ends only (still exact, not proven minimal).
+//! needed MSRs per residue; past [`INTERIOR_BUDGET`] change points in one cluster (counting
+//! only points strictly inside a needed piece: a piece of one MSR has none), pieces are tried
+//! at their ends only (still exact, not proven minimal).
 //!
 //! # The program
 //! A state, at a change point `x` before the set from `x` on is chosen, is the set of open runs
@@ -54,34 +55,58 @@
 //! only: `c(x - s_A)` (`A` closes it at `x`); open in `B` only: the most `c(e - x) - c(e - s_B)`
 //! can be (`A` opens it at `x`). Costs add per component and compare as (ranges, bytes), so the
 //! sum bounds `A`'s cost in every future; dropping `B` keeps the optimum. The program is exact
-//! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports; in practice
-//! layers hold a handful of states.
+//! unless a layer overflows [`MAX_STATES`], which [`Solution::exact`] reports. Layers hold a
+//! handful of states for clusters narrower than one range; dense mixed clusters wider than one
+//! range need a hundred or more (read-only and write-only MSRs interleaved over 0x5000 MSRs:
+//! up to 140; runs of mixed access over 0x5000 MSRs: up to 186), since runs of the same
+//! families started at different points are each cheaper in some futures, and denser or wider
+//! ones (over 0x8000 MSRs: 200 to 500) can need more than a layer holds.
+//!
+//! # Memory
+//! A state is its key and the end of a list of the ranges it closed in a [`Trail`] shared by
+//! the states of both layers (64 bytes, where a state carrying its 16 ranges took 288), so
+//! that 256 states fit in two layers of 16 KiB and a trail of 32 KiB. The trail forgets the
+//! ranges no state reaches when it fills; it cannot fill with the ranges of one layer alone,
+//! so a step always keeps a state.
 
 use crate::Action;
 
 use super::{Class, Cost, Family, Geometry, Run, Solution, Target, MAX_RANGES};
 
-/// Live states kept per change point.
-pub(crate) const MAX_STATES: usize = 96;
+/// Live states kept per change point: a layer takes 16 KiB (states of 64 bytes).
+pub(crate) const MAX_STATES: usize = 256;
+
+/// Closed ranges the [`Trail`] holds (32 KiB): those of a full layer, 16 per state, even if
+/// they share none.
+const TRAIL: usize = MAX_RANGES * MAX_STATES;
+
+/// No range: the end of a list in the [`Trail`].
+const NONE: u32 = u32::MAX;
 
 /// A position with its quotient and remainder by the range limit `L` (index 0) and by the
 /// bitmap word (index 1), so that the dominance test needs no division.
 #[derive(Clone, Copy, Debug, Default)]
 struct Pos {
-    at: u64,
+    index: u32,
     q: [u32; 2],
-    r: [u32; 2],
+    r: [u16; 2],
 }
 
 impl Pos {
     fn new(at: u64, geo: Geometry) -> Pos {
         let k = geo.moduli();
-        // Positions are below 2^33, the moduli at least 1: quotients and remainders fit.
+        // Positions are at most 2^32 - 1 (targets end there), the moduli at most `L`
+        // (0x3000): the position, quotients and remainders fit.
+        debug_assert!(at <= u64::from(u32::MAX) && k[0] <= 1 << 16 && k[1] <= 1 << 16);
         Pos {
-            at,
+            index: at as u32,
             q: [(at / k[0]) as u32, (at / k[1]) as u32],
-            r: [(at % k[0]) as u32, (at % k[1]) as u32],
+            r: [(at % k[0]) as u16, (at % k[1]) as u16],
         }
+    }
+
+    fn at(&self) -> u64 {
+        u64::from(self.index)
     }
 }
 
@@ -90,17 +115,142 @@ impl Pos {
 struct Key {
     /// Bit `f` set: family `f` has an open run.
     open: u8,
+    /// How many ranges the state has closed, at most 16 (kept here, where the key has room
+    /// for it).
+    closed: u8,
+    /// The most ranges a state that dominates this one can have closed (see [`admit`]).
+    reach: u16,
     /// Start of each open run.
     starts: [Pos; 3],
     /// Cost of the runs closed so far.
     cost: Cost,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 struct State {
     key: Key,
-    /// The ranges of the runs closed so far (the first 16).
-    runs: heapless::Vec<Run, MAX_RANGES>,
+    /// The newest of the ranges of the runs closed so far (the first 16, `key.closed` of
+    /// them) in the [`Trail`], or [`NONE`].
+    last: u32,
+}
+
+/// The ranges the states have closed, shared: a state's ranges are a list through the trail
+/// from its newest one ([`State::last`]) back to its oldest, so that a state takes 64 bytes and
+/// ranges that many states share are stored once. A full trail drops the entries no state of
+/// the two layers reaches and moves the others down, in order (a parent stays before its
+/// children). If that frees too little room for a state's new ranges, the dearest states of the
+/// layer being built are dropped until it does (the layer is then no longer exact): with none
+/// left, the ranges of the other layer's states, at most 16 each, and the new ones (at most 16
+/// with those of the state's parent) fit in [`TRAIL`].
+struct Trail {
+    /// Each range in a `u64`: its first MSR in bits 0..32, the MSRs after it in bits 32..46
+    /// (fewer than `L`, at most 2^14), its family in bits 46..48, its parent (the range closed
+    /// before it, `0xffff` for none) in bits 48..64.
+    entries: [u64; TRAIL],
+    len: usize,
+}
+
+/// No parent, in [`Trail::entries`].
+const NO_PARENT: u64 = 0xffff;
+
+// A range's length less one and a parent's place fit their bits.
+const _: () = assert!(crate::abi::MAX_NMSRS <= 1 << 14 && TRAIL < NO_PARENT as usize);
+
+impl Trail {
+    fn new() -> Trail {
+        Trail {
+            entries: [0; TRAIL],
+            len: 0,
+        }
+    }
+
+    fn room(&self) -> usize {
+        TRAIL - self.len
+    }
+
+    fn parent(&self, i: usize) -> u32 {
+        match self.entries[i] >> 48 {
+            NO_PARENT => NONE,
+            p => p as u32,
+        }
+    }
+
+    /// Records `run` after the list ending at `last` and returns the new end. Needs room.
+    fn push(&mut self, last: u32, run: Run) -> u32 {
+        debug_assert!(run.last - run.first < 1 << 14);
+        let parent = if last == NONE {
+            NO_PARENT
+        } else {
+            u64::from(last)
+        };
+        let at = self.len;
+        self.entries[at] = u64::from(run.first)
+            | u64::from(run.last - run.first) << 32
+            | (run.family as u64) << 46
+            | parent << 48;
+        self.len += 1;
+        at as u32
+    }
+
+    /// The ranges of the list ending at `last`, oldest first.
+    fn runs(&self, mut last: u32) -> heapless::Vec<Run, MAX_RANGES> {
+        let mut newest_first: heapless::Vec<Run, MAX_RANGES> = heapless::Vec::new();
+        while let Some(&v) = self.entries.get(last as usize) {
+            if newest_first.is_full() {
+                break;
+            }
+            let first = v as u32;
+            let _ = newest_first.push(Run {
+                family: Family::ALL[((v >> 46) & 3) as usize],
+                first,
+                last: first + ((v >> 32) & ((1 << 14) - 1)) as u32,
+            });
+            last = self.parent(last as usize);
+        }
+        newest_first.reverse();
+        newest_first
+    }
+
+    /// Drops the entries no state of `layers` reaches.
+    fn collect(&mut self, layers: [&mut Layer; 2]) {
+        let mut live = [0u64; TRAIL / 64];
+        for layer in &layers {
+            for state in layer.iter() {
+                let mut i = state.last as usize;
+                while i < TRAIL && live[i / 64] & (1 << (i % 64)) == 0 {
+                    live[i / 64] |= 1 << (i % 64);
+                    i = self.parent(i) as usize;
+                }
+            }
+        }
+        // The new place of a live entry: the live entries before it.
+        let mut before = [0u32; TRAIL / 64];
+        let mut count = 0;
+        for (b, word) in before.iter_mut().zip(live) {
+            *b = count;
+            count += word.count_ones();
+        }
+        let moved = |i: u32| match i as usize {
+            i if i < TRAIL => before[i / 64] + (live[i / 64] & ((1 << (i % 64)) - 1)).count_ones(),
+            _ => NONE,
+        };
+        for i in 0..self.len {
+            if live[i / 64] & (1 << (i % 64)) != 0 {
+                let parent = match moved(self.parent(i)) {
+                    NONE => NO_PARENT,
+                    p => u64::from(p),
+                };
+                let to = moved(i as u32) as usize;
+                self.entries[to] = self.entries[i] & ((1 << 48) - 1) | parent << 48;
+            }
+        }
+        self.len = count as usize;
+        for layer in layers {
+            for state in layer.iter_mut() {
+                state.last = moved(state.last);
+            }
+        }
+    }
 }
 
 type Layer = heapless::Vec<State, MAX_STATES>;
@@ -152,15 +302,15 @@ fn step_gap(a: &Pos, b: &Pos, lo: &Pos, hi: u64, m: usize, k: u64) -> i64 {
             (xq - yq - 1, xr + k - yr)
         }
     };
-    if a.at > b.at {
+    if a.at() > b.at() {
         return -(split(a, b).0 as i64);
     }
     let (whole, part) = split(b, a);
     if part == 0 {
         return whole as i64;
     }
-    let first = lo.at - b.at - 1; // the smallest v - 1
-    let reaches = if hi - lo.at + 1 >= k {
+    let first = lo.at() - b.at() - 1; // the smallest v - 1
+    let reaches = if hi - lo.at() + 1 >= k {
         true
     } else {
         // first mod k
@@ -168,7 +318,7 @@ fn step_gap(a: &Pos, b: &Pos, lo: &Pos, hi: u64, m: usize, k: u64) -> i64 {
             0 => k - 1,
             r => r - 1,
         };
-        r >= k - part || first + (k - part - r) < hi - b.at
+        r >= k - part || first + (k - part - r) < hi - b.at()
     };
     whole as i64 + i64::from(reaches)
 }
@@ -188,7 +338,7 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
         let bit = 1 << f;
         ranges += match (a.open & bit != 0, b.open & bit != 0) {
             (true, true) => step_gap(&a.starts[f], &b.starts[f], at, end, 0, k[0]),
-            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).ranges),
+            (true, false) => i64::from(geo.run_cost(at.at() - a.starts[f].at()).ranges),
             (false, true) => step_gap(at, &b.starts[f], at, end, 0, k[0]),
             (false, false) => 0,
         };
@@ -203,7 +353,7 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
         let bit = 1 << f;
         bytes += match (a.open & bit != 0, b.open & bit != 0) {
             (true, true) => word * step_gap(&a.starts[f], &b.starts[f], at, end, 1, k[1]),
-            (true, false) => i64::from(geo.run_cost(at.at - a.starts[f].at).bytes),
+            (true, false) => i64::from(geo.run_cost(at.at() - a.starts[f].at()).bytes),
             (false, true) => word * step_gap(at, &b.starts[f], at, end, 1, k[1]),
             (false, false) => 0,
         };
@@ -213,11 +363,28 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
 
 /// Whether a state of `layer` dominates `key`; if not, drops those `key` dominates and makes
 /// room for it. Returns (whether to insert, whether the layer stayed exact).
-fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
-    if layer.iter().any(|s| dominates(&s.key, key, at, end, geo)) {
+///
+/// A state `a` dominates `b` only if `a`'s ranges are at most `b`'s plus, over `b`'s open runs,
+/// `floor((x - s_B) / L)`: each family's amount in [`dominates`] is at least minus that (a run
+/// of `a` starting later, or opened at `x`, saves no more) and no amount is negative for a
+/// family `b` has not open. That bound is `b`'s `reach`; it skips most comparisons, and
+/// skipping one only keeps a state.
+fn admit(layer: &mut Layer, key: &mut Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
+    let mut reach = u64::from(key.cost.ranges);
+    for f in 0..3 {
+        if key.open & (1 << f) != 0 {
+            reach += (at.at() - key.starts[f].at()) / u64::from(geo.max_nmsrs);
+        }
+    }
+    key.reach = u16::try_from(reach).unwrap_or(u16::MAX);
+    let may = |a: &Key, b: &Key| a.cost.ranges <= u32::from(b.reach);
+    if layer
+        .iter()
+        .any(|s| may(&s.key, key) && dominates(&s.key, key, at, end, geo))
+    {
         return (false, true);
     }
-    layer.retain(|s| !dominates(key, &s.key, at, end, geo));
+    layer.retain(|s| !(may(key, &s.key) && dominates(key, &s.key, at, end, geo)));
     if !layer.is_full() {
         return (true, true);
     }
@@ -232,20 +399,13 @@ fn admit(layer: &mut Layer, key: &Key, (at, end): (&Pos, u64), geo: Geometry) ->
 }
 
 /// The ranges of a run of family `f` over `[start, end)`, cut every `L` MSRs from its start.
-fn push_ranges(
-    runs: &mut heapless::Vec<Run, MAX_RANGES>,
-    f: usize,
-    start: u64,
-    end: u64,
-    geo: Geometry,
-) {
+fn for_ranges(f: usize, start: u64, end: u64, geo: Geometry, mut each: impl FnMut(Run)) {
     let family = Family::ALL[f];
     let limit = u64::from(geo.max_nmsrs);
     let mut first = start;
     while first < end {
         let last = (first + limit).min(end) - 1;
-        // Past 16 ranges the packing fails anyway; only the count matters then.
-        let _ = runs.push(Run {
+        each(Run {
             family,
             first: first as u32,
             last: last as u32,
@@ -259,8 +419,7 @@ fn push_ranges(
 /// set), closing runs at `close_at` (`at`, or the start of the free gap before it) and opening
 /// runs at `at`.
 fn step(
-    from: &Layer,
-    to: &mut Layer,
+    (from, to, trail): (&mut Layer, &mut Layer, &mut Trail),
     (close_at, at, next, end): (u64, u64, u64, u64),
     geo: Geometry,
     sets: impl Fn(u8) -> u8,
@@ -268,7 +427,8 @@ fn step(
     let mut exact = true;
     to.clear();
     let (open_at, next) = (Pos::new(at, geo), Pos::new(next, geo));
-    for state in from.iter() {
+    for i in 0..from.len() {
+        let state = from[i];
         let allowed = sets(state.key.open);
         let old = state.key.open;
         // Keeping the open set first: it is the likeliest to dominate the other candidates,
@@ -286,7 +446,7 @@ fn step(
             if close_at < at {
                 let limit = u64::from(geo.max_nmsrs);
                 for f in 0..3 {
-                    let start = state.key.starts[f].at;
+                    let start = state.key.starts[f].at();
                     if old & set & (1 << f) != 0
                         && (end - start).div_ceil(limit) > (close_at - start).div_ceil(limit)
                     {
@@ -302,23 +462,56 @@ fn step(
                 for f in 0..3 {
                     let bit = 1 << f;
                     if closing & bit != 0 {
-                        key.cost = key.cost.plus(geo.run_cost(close_at - key.starts[f].at));
+                        key.cost = key.cost.plus(geo.run_cost(close_at - key.starts[f].at()));
                     }
                     if opening & bit != 0 {
                         key.starts[f] = open_at;
                     }
                 }
                 key.open = set;
-                let (insert, kept_all) = admit(to, &key, (&next, end), geo);
+                let (insert, kept_all) = admit(to, &mut key, (&next, end), geo);
                 exact &= kept_all;
                 if insert {
-                    let mut runs = state.runs.clone();
+                    // The ranges the state closes here, past 16 uncounted: the packing fails
+                    // then anyway, and only the cost matters.
+                    let limit = u64::from(geo.max_nmsrs);
+                    let mut need = 0;
                     for f in 0..3 {
                         if closing & (1 << f) != 0 {
-                            push_ranges(&mut runs, f, state.key.starts[f].at, close_at, geo);
+                            need += (close_at - state.key.starts[f].at()).div_ceil(limit);
                         }
                     }
-                    let _ = to.push(State { key, runs });
+                    let need = need.min(MAX_RANGES as u64 - u64::from(key.closed)) as usize;
+                    if need > trail.room() {
+                        trail.collect([&mut *from, &mut *to]);
+                    }
+                    while need > trail.room() {
+                        // Rare: the dearest states being built make room (see `Trail`).
+                        exact = false;
+                        let worst = to.iter().enumerate().max_by_key(|(_, s)| s.key.cost);
+                        let Some((worst, _)) = worst else { break };
+                        to.swap_remove(worst);
+                        trail.collect([&mut *from, &mut *to]);
+                    }
+                    if need <= trail.room() {
+                        // `collect` may have moved the state's ranges.
+                        let mut next = State {
+                            key,
+                            last: from[i].last,
+                        };
+                        for f in 0..3 {
+                            if closing & (1 << f) != 0 {
+                                let start = state.key.starts[f].at();
+                                for_ranges(f, start, close_at, geo, |run| {
+                                    if usize::from(next.key.closed) < MAX_RANGES {
+                                        next.last = trail.push(next.last, run);
+                                        next.key.closed += 1;
+                                    }
+                                });
+                            }
+                        }
+                        let _ = to.push(next);
+                    }
                 }
                 if restart == 0 {
                     break;
@@ -345,8 +538,10 @@ fn valid_sets(class: Class) -> u8 {
 struct Cluster {
     /// Where the cluster's last needed MSR ends: every run closes by then.
     end: u64,
-    /// The current layer and the one being built (flipped, never moved: each is 27 KiB).
+    /// The current layer and the one being built (flipped, never moved: each is 16 KiB).
     layers: [Layer; 2],
+    /// The ranges the states of both layers have closed.
+    trail: Trail,
     current: usize,
     exact: bool,
     /// The end of the last needed piece so far.
@@ -356,9 +551,10 @@ struct Cluster {
 }
 
 /// Change points inside needed pieces one cluster may try. Typical policies need a few per
-/// long piece; a policy with long needed pieces after many runs of distinct residues could
-/// need hundreds of thousands, and past this budget a piece is tried at its ends only: the
-/// filter stays exact, [`Solution::exact`] becomes false.
+/// long piece and none per piece of one MSR, however many; a policy with long needed pieces
+/// after many runs of distinct residues could need hundreds of thousands, and past this budget
+/// a piece is tried at its ends only: the filter stays exact, [`Solution::exact`] becomes
+/// false.
 const INTERIOR_BUDGET: u64 = 1 << 16;
 
 impl Cluster {
@@ -366,6 +562,7 @@ impl Cluster {
         Cluster {
             end: 0,
             layers: [Layer::new(), Layer::new()],
+            trail: Trail::new(),
             current: 0,
             exact: true,
             last_end: 0,
@@ -382,13 +579,16 @@ impl Cluster {
         self.budget = INTERIOR_BUDGET;
         self.layers[1].clear();
         self.layers[0].clear();
+        self.trail.len = 0;
         let _ = self.layers[0].push(State {
             key: Key {
                 open: 0,
+                closed: 0,
+                reach: 0,
                 starts: [Pos::default(); 3],
                 cost: Cost::default(),
             },
-            runs: heapless::Vec::new(),
+            last: NONE,
         });
     }
 
@@ -404,11 +604,12 @@ impl Cluster {
     ) {
         let [first, second] = &mut self.layers;
         let (from, to) = if self.current == 0 {
-            (&*first, second)
+            (first, second)
         } else {
-            (&*second, first)
+            (second, first)
         };
-        self.exact &= step(from, to, (close_at, at, next, self.end), geo, sets);
+        let layers = (from, to, &mut self.trail);
+        self.exact &= step(layers, (close_at, at, next, self.end), geo, sets);
         self.current ^= 1;
     }
 
@@ -428,7 +629,17 @@ impl Cluster {
                 }
             }
         }
-        let points = (p1 - p0).div_ceil(w) * u64::from(residues.count_ones());
+        // The budget pays for the change points tried: those strictly inside the piece with one
+        // of the residues (none in a piece of one MSR).
+        let mut points = 0;
+        let mut bits = residues;
+        while bits != 0 {
+            let r = u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            // The points below `b` congruent to `r` number `ceil((b - r) / w)`.
+            let below = |b: u64| (b + w - 1 - r) / w;
+            points += below(p1) - below(p0 + 1);
+        }
         if points > self.budget {
             residues = 0;
             self.exact = false;
@@ -461,7 +672,7 @@ impl Cluster {
             let mut cost = state.key.cost;
             for f in 0..3 {
                 if state.key.open & (1 << f) != 0 {
-                    cost = cost.plus(geo.run_cost(end - state.key.starts[f].at));
+                    cost = cost.plus(geo.run_cost(end - state.key.starts[f].at()));
                 }
             }
             if best.is_none_or(|(b, _)| cost < b) {
@@ -476,12 +687,24 @@ impl Cluster {
             };
             return (cost, heapless::Vec::new());
         };
-        let mut runs = state.runs.clone();
+        let mut runs = self.trail.runs(state.last);
         for f in 0..3 {
             if state.key.open & (1 << f) != 0 {
-                push_ranges(&mut runs, f, state.key.starts[f].at, end, geo);
+                for_ranges(f, state.key.starts[f].at(), end, geo, |run| {
+                    let _ = runs.push(run);
+                });
             }
         }
+        // The trail kept the state's ranges: they cost what the state does.
+        debug_assert!(
+            cost.ranges as usize > MAX_RANGES
+                || (runs.len() == cost.ranges as usize
+                    && runs
+                        .iter()
+                        .map(|r| geo.bytes(u64::from(r.last - r.first) + 1))
+                        .sum::<u32>()
+                        == cost.bytes)
+        );
         (cost, runs)
     }
 }
@@ -628,4 +851,93 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
         });
     }
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn state(last: u32) -> State {
+        State {
+            key: Key {
+                open: 0,
+                closed: 0,
+                reach: 0,
+                starts: [Pos::default(); 3],
+                cost: Cost::default(),
+            },
+            last,
+        }
+    }
+
+    /// The trail keeps, in order, the ranges of every state of the two layers through any
+    /// number of collections, and nothing else.
+    #[test]
+    fn the_trail_keeps_exactly_the_ranges_the_layers_reach() {
+        let mut trail = Trail::new();
+        // Lists by their last entry, with the ranges they hold, oldest first.
+        let mut lists: Vec<(u32, Vec<Run>)> = std::vec![(NONE, Vec::new())];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            // Grow lists until the trail is nearly full.
+            while trail.room() > 16 {
+                // States hold at most 16 ranges.
+                let (last, runs) = lists[next(lists.len() as u64) as usize].clone();
+                if runs.len() == MAX_RANGES {
+                    continue;
+                }
+                let first = next(1 << 32) as u32 & !0x3fff;
+                let run = Run {
+                    family: Family::ALL[next(3) as usize],
+                    first,
+                    last: first + next(0x3000) as u32,
+                };
+                let mut runs = runs;
+                runs.push(run);
+                lists.push((trail.push(last, run), runs));
+            }
+            // Two layers of some of them.
+            let mut layers = [Layer::new(), Layer::new()];
+            let mut kept: Vec<Vec<Run>> = Vec::new();
+            for layer in layers.iter_mut() {
+                for _ in 0..next(MAX_STATES as u64) {
+                    let (last, runs) = &lists[next(lists.len() as u64) as usize];
+                    let _ = layer.push(state(*last));
+                    kept.push(runs.clone());
+                }
+            }
+            let mut reached = std::collections::BTreeSet::new();
+            for s in layers.iter().flat_map(|l| l.iter()) {
+                let mut i = s.last;
+                while i != NONE {
+                    reached.insert(i);
+                    i = trail.parent(i as usize);
+                }
+            }
+            let [first, second] = &mut layers;
+            trail.collect([first, second]);
+            assert_eq!(trail.len, reached.len(), "round {round}");
+            let after: Vec<Vec<Run>> = layers
+                .iter()
+                .flat_map(|l| l.iter())
+                .map(|s| trail.runs(s.last).to_vec())
+                .collect();
+            assert!(after == kept, "round {round}");
+            // The lists left are those of the layers (and the empty one).
+            lists = layers
+                .iter()
+                .flat_map(|l| l.iter())
+                .zip(kept)
+                .map(|(s, runs)| (s.last, runs))
+                .collect();
+            lists.push((NONE, Vec::new()));
+        }
+    }
 }
