@@ -25,10 +25,10 @@
 //! covers at most 0x3000 MSRs) exceeds 64 ranges is not searched.
 //!
 //! The search allocates nothing: its states live on the stack (about 64 KiB, two layers of
-//! [`solve::MAX_STATES`] states and the ranges they closed, plus the 25 KiB filter being
-//! built). The result is minimal unless a layer overflows or a cluster spends its budget of
-//! change points (clusters much wider than one range with dense, mixed rules can); then the
-//! filter is still exact but
+//! [`solve::MAX_STATES`] states and the ranges they closed); the filter (about 45 KiB) is built
+//! after the search returns, in a frame of its own. The result is minimal unless a layer
+//! overflows or a cluster spends its budget of change points (clusters much wider than one
+//! range with dense, mixed rules can); then the filter is still exact but
 //! [`Packed::proven_minimal`] is false. Each range is then shrunk to the MSRs where it is
 //! needed (the tightest of equally cheap filters), a READ|WRITE range whose reads (or writes)
 //! single ranges already decide is narrowed, so that packed filters carry no
