@@ -66,12 +66,10 @@ impl Range {
     /// Past the bitmap (`offset >= 0x3000`) it reads 0, deny, instead of panicking.
     #[inline]
     pub fn bit(&self, offset: u32) -> Action {
-        let word = self
-            .bitmap
-            .get((offset / 64) as usize)
-            .copied()
-            .unwrap_or(0);
-        Action::from_bit(word >> (offset % 64))
+        match self.bitmap.get((offset / 64) as usize) {
+            Some(word) => Action::from_bit(word >> (offset % 64)),
+            None => Action::Deny,
+        }
     }
 
     /// Whether `base + nmsrs` wraps past 2^32 (or reaches it exactly): the kernel computes the
