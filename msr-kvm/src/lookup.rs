@@ -30,9 +30,33 @@ pub(crate) struct HandlerIndex {
     /// Sorted page numbers (`index >> 12`).
     keys: Box<[u32]>,
     /// `keys.len()` pages of `PAGE_MSRS` slots: handler position + 1, or 0.
-    slots: Box<[u32]>,
+    slots: Slots,
     /// Spans not in the pages, sorted by `first`, disjoint.
     spans: Box<[Span]>,
+}
+
+/// The direct pages' slots: 16 bits each while every handler position + 1 fits, else 32.
+#[derive(Debug)]
+enum Slots {
+    Narrow(Box<[u16]>),
+    Wide(Box<[u32]>),
+}
+
+impl Default for Slots {
+    fn default() -> Slots {
+        Slots::Narrow(Box::default())
+    }
+}
+
+impl Slots {
+    /// Slot `i`: a handler position + 1, or 0.
+    #[inline]
+    fn get(&self, i: usize) -> u32 {
+        match self {
+            Slots::Narrow(s) => u32::from(s[i]),
+            Slots::Wide(s) => s[i],
+        }
+    }
 }
 
 impl HandlerIndex {
@@ -56,6 +80,7 @@ impl HandlerIndex {
             };
         }
         let mut slots = vec![0u32; keys.len() * PAGE_MSRS];
+        let narrow = spans.len() < usize::from(u16::MAX);
         let mut rest = Vec::new();
         for span in spans {
             if !small(&span) {
@@ -71,7 +96,12 @@ impl HandlerIndex {
         }
         HandlerIndex {
             keys: keys.into_boxed_slice(),
-            slots: slots.into_boxed_slice(),
+            slots: if narrow {
+                // Every position + 1 fits: half the memory, so twice the slots in cache.
+                Slots::Narrow(slots.iter().map(|&s| s as u16).collect())
+            } else {
+                Slots::Wide(slots.into_boxed_slice())
+            },
             spans: rest.into_boxed_slice(),
         }
     }
@@ -80,7 +110,9 @@ impl HandlerIndex {
     #[inline]
     pub fn get(&self, index: u32) -> Option<usize> {
         if let Some(page) = self.page(index >> PAGE_BITS) {
-            let slot = self.slots[page * PAGE_MSRS + (index as usize & (PAGE_MSRS - 1))];
+            let slot = self
+                .slots
+                .get(page * PAGE_MSRS + (index as usize & (PAGE_MSRS - 1)));
             if slot != 0 {
                 return Some(slot as usize - 1);
             }
@@ -116,7 +148,11 @@ impl HandlerIndex {
     /// Bytes the index takes (for the docs' memory statement and tests).
     #[cfg(test)]
     fn bytes(&self) -> usize {
-        self.keys.len() * 4 + self.slots.len() * 4 + self.spans.len() * std::mem::size_of::<Span>()
+        let slots = match &self.slots {
+            Slots::Narrow(s) => s.len() * 2,
+            Slots::Wide(s) => s.len() * 4,
+        };
+        self.keys.len() * 4 + slots + self.spans.len() * std::mem::size_of::<Span>()
     }
 }
 
