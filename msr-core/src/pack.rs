@@ -29,9 +29,11 @@
 //! after the search returns, in a frame of its own. The result is minimal unless a layer
 //! overflows or a cluster spends its budget of change points (clusters much wider than one
 //! range with dense, mixed rules can); then the filter is still exact but
-//! [`Packed::proven_minimal`] is false. Each range is then shrunk to the MSRs where it is
-//! needed (the tightest of equally cheap filters), a READ|WRITE range whose reads (or writes)
-//! single ranges already decide is narrowed, so that packed filters carry no
+//! [`Packed::proven_minimal`] is false (a lower bound from a relaxation of such a cluster, see
+//! `solve`'s docs, may still prove the number of ranges minimal, which a
+//! [`PackError::TooManyRanges`] reports as [`Needed::Exact`]). Each range is then shrunk to the
+//! MSRs where it is needed (the tightest of equally cheap filters), a READ|WRITE range whose
+//! reads (or writes) single ranges already decide is narrowed, so that packed filters carry no
 //! [lint](Filter::lints), and the filter is checked against the rules at every boundary before
 //! it is returned.
 
@@ -119,8 +121,9 @@ pub enum PackError {
 pub enum Needed {
     /// The proven minimum number of ranges.
     Exact,
-    /// A proven lower bound: the policy needs at least this many ranges (the search was not
-    /// run, since the bound alone shows the policy cannot fit).
+    /// A proven lower bound: the policy needs at least this many ranges. The search was not
+    /// run (the bound alone shows the policy cannot fit), or hit a bound and found a packing
+    /// with more.
     AtLeast,
     /// The ranges of the best packing found, more than 16; the search hit a bound, so it is
     /// not proven that the policy cannot fit.
@@ -840,7 +843,10 @@ pub(crate) struct Solution {
     pub exact: bool,
     /// Whether the search ran (else `cost.ranges` is `lower` and there are no runs).
     pub searched: bool,
-    /// A proven lower bound on the ranges.
+    /// A proven lower bound on the ranges: `ceil(needed MSRs / L)` per cluster, or after the
+    /// search, the cost of the clusters it solved exactly and the relaxation's bound (see
+    /// `solve`'s docs) for the others. When it equals `cost.ranges`, the count of ranges is
+    /// proven minimal even if `exact` is false (the bytes are not).
     pub lower: u32,
 }
 
@@ -992,6 +998,85 @@ mod tests {
             assert_eq!(Some(ours), brute, "policy:\n{policy}");
         } else {
             assert_eq!(brute, None, "a cheaper filter exists for:\n{policy}");
+        }
+    }
+
+    /// The relaxation's bound (`solve`'s docs) never exceeds the minimum: per default, the
+    /// exact search's count; over both, the exhaustive one's.
+    fn check_relaxed_bound(policy: &Policy<8>, end: u32, geo: Geometry, max_ranges: usize) {
+        let target = Small { policy, end };
+        let mut least = u64::MAX;
+        for d in [Action::Allow, Action::Deny] {
+            let bound = solve::relaxed_lower(&target, geo, d);
+            let s = solve(&target, geo, d, u32::MAX);
+            assert!(s.exact, "small searches are exact");
+            assert!(
+                bound <= u64::from(s.cost.ranges),
+                "bound {bound} above the minimum {} under default {d:?} for:\n{policy}",
+                s.cost.ranges
+            );
+            least = least.min(bound);
+        }
+        if let Some(brute) = brute_force(&target, geo, max_ranges) {
+            assert!(least <= u64::from(brute.ranges), "policy:\n{policy}");
+        }
+    }
+
+    /// Read-only and write-only MSRs alternating over 8 MSRs, ranges of at most 4: a READ and
+    /// a WRITE family over the span (2 ranges each) is the minimum, 4, which the relaxation
+    /// proves where `ceil(needed / L)` gives 2.
+    #[test]
+    fn the_relaxation_proves_alternating_reads_and_writes_need_four() {
+        let mut policy = Policy::<8>::new(Action::Allow);
+        for i in 0..8u32 {
+            let access = if i % 2 == 0 {
+                Access::READ
+            } else {
+                Access::WRITE
+            };
+            policy.push(Rule::single(i, access, Action::Deny)).unwrap();
+        }
+        let geo = Geometry {
+            max_nmsrs: 4,
+            word_bits: 2,
+            word_bytes: 1,
+        };
+        let target = Small {
+            policy: &policy,
+            end: 11,
+        };
+        let s = solve(&target, geo, Action::Allow, u32::MAX);
+        assert!(s.exact);
+        assert_eq!(s.cost.ranges, 4);
+        assert_eq!(solve::relaxed_lower(&target, geo, Action::Allow), 4);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// Span limit binding (ranges of at most 4 MSRs in 12), 2 MSRs per bitmap word.
+        #[test]
+        fn relaxed_bound_is_sound_with_split_ranges(policy in small_policy(12, 8)) {
+            let geo = Geometry { max_nmsrs: 4, word_bits: 2, word_bytes: 1 };
+            check_relaxed_bound(&policy, 12, geo, 0);
+        }
+
+        /// Ranges of at most 2 MSRs: the bound's coverage term weighs most.
+        #[test]
+        fn relaxed_bound_is_sound_with_tiny_ranges(policy in small_policy(10, 8)) {
+            let geo = Geometry { max_nmsrs: 2, word_bits: 1, word_bytes: 1 };
+            check_relaxed_bound(&policy, 10, geo, 0);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Against the exhaustive search too (fewer MSRs, fewer ranges).
+        #[test]
+        fn relaxed_bound_is_below_the_exhaustive_minimum(policy in small_policy(8, 6)) {
+            let geo = Geometry { max_nmsrs: 3, word_bits: 2, word_bytes: 1 };
+            check_relaxed_bound(&policy, 8, geo, 3);
         }
     }
 
@@ -1294,5 +1379,86 @@ mod kernel_geometry_tests {
         assert_eq!(packed.filter.range_count(), 3);
         assert_eq!(packed.filter.bitmap_bytes(), 0x600 + 0x600 + 8);
         assert!(packed.proven_minimal);
+    }
+}
+
+#[cfg(test)]
+mod relaxation_at_kernel_scale {
+    use super::*;
+    use std::vec::Vec;
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// Over `span` MSRs: `A` read-only and write-only single MSRs alternating, 1 to 3 apart;
+    /// `B` runs of 1 to 100 MSRs of any access, 0 to 39 apart; `C` read-only or write-only
+    /// single MSRs, 1 in 10 a run of 20 to 219, 1 to 3 apart.
+    fn shape(kind: char, seed: u64, span: u32) -> Vec<Rule> {
+        let base = 0x20_0000u32;
+        let mut rules = Vec::new();
+        let mut at = base;
+        match kind {
+            'A' => {
+                let mut rng = Rng((seed * 7919) | 1);
+                while at < base + span {
+                    let access = if rules.len() % 2 == 0 {
+                        Access::READ
+                    } else {
+                        Access::WRITE
+                    };
+                    rules.push(Rule::single(at, access, Action::Deny));
+                    at += 1 + rng.below(3) as u32;
+                }
+            }
+            'B' => {
+                let mut rng = Rng((seed * 104_729) | 1);
+                while at < base + span {
+                    let len = 1 + rng.below(100) as u32;
+                    let access = Access::from_bits_truncate(1 + rng.below(3) as u32);
+                    rules.push(Rule::new(at, at + len - 1, access, Action::Deny));
+                    at += len + rng.below(40) as u32;
+                }
+            }
+            _ => {
+                let mut rng = Rng((seed * 15_485_863) | 1);
+                while at < base + span {
+                    let len = if rng.below(10) == 0 {
+                        20 + rng.below(200) as u32
+                    } else {
+                        1
+                    };
+                    let access = if rng.below(2) == 0 {
+                        Access::READ
+                    } else {
+                        Access::WRITE
+                    };
+                    rules.push(Rule::new(at, at + len - 1, access, Action::Deny));
+                    at += len + 1 + rng.below(3) as u32;
+                }
+            }
+        }
+        rules
+    }
+
+    /// Where the search is exact (clusters of 0x5000 MSRs), the relaxation's bound is at most
+    /// its count, and here meets it (4: two families over 0x5000 MSRs).
+    #[test]
+    fn the_bound_meets_exact_searches_of_wide_mixed_clusters() {
+        for kind in ['A', 'B', 'C'] {
+            let rules = shape(kind, 1, 0x5000);
+            let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
+            let sweep = Sweep::new(Action::Allow, &rules, &mut scratch);
+            let s = solve(&sweep, Geometry::KERNEL, Action::Allow, 64);
+            assert!(s.exact, "shape {kind}");
+            let bound = solve::relaxed_lower(&sweep, Geometry::KERNEL, Action::Allow);
+            assert_eq!((bound, s.cost.ranges), (4, 4), "shape {kind}");
+        }
     }
 }

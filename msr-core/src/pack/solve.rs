@@ -62,6 +62,47 @@
 //! families started at different points are each cheaper in some futures, and denser or wider
 //! ones (over 0x8000 MSRs: 200 to 500) can need more than a layer holds.
 //!
+//! # A bound for any cluster
+//! When a layer overflows, the program's answer is an upper bound only; a lower bound that
+//! meets it still proves the *number of ranges* minimal (not the bytes: see below). Take any
+//! packing and keep, for one cluster, the ranges that cover one of its needed MSRs (a range
+//! covers at most `L` MSRs and cannot reach two clusters; dropping the others leaves every
+//! needed MSR of the cluster served), cut to `[first, end)` (the cluster's first needed MSR,
+//! the end of its last). With `runs` the maximal runs of those ranges per family and `cov`
+//! the MSRs they cover counted once per family, for any weight `0 <= lambda <= 1`:
+//!
+//! `ranges >= sum over ranges of (lambda + (1 - lambda) * len / L) >= lambda * runs + (1 -
+//! lambda) * cov / L`,
+//!
+//! since a range's `len <= L`, a run holds at least one range, and each MSR a family covers
+//! lies in one of its ranges at least. The right side depends only on the set `S(x)` of families covering
+//! each MSR `x`: `cov = sum |S(x)|`, and `runs` counts the pairs `(x, f)` with `f` in `S(x)`
+//! and not in `S(x - 1)` (`S(first - 1)` empty), and `S(x)` must serve `x`'s class. So the
+//! least value of `lambda * opens + (1 - lambda) * cov / L` over all such sequences bounds the
+//! cluster's ranges from below, and so does its ceiling (ranges are whole).
+//!
+//! That least value is a shortest path with the set as state, and within a piece of one class
+//! (needed, or a free gap, where any set is allowed) the set can be taken constant: a path
+//! through sets `T_1 .. T_k` held for `n_1 .. n_k` MSRs (`n_1 + .. + n_k` the piece's length)
+//! costs an amount linear in the `n_j`, no less than at one vertex `n_j = n` (all others 0),
+//! and there the blocks held for no MSR only add openings, since `|A \ C| <= |A \ B| + |B \ C|`
+//! (also for the first set of the next piece). With a constant set per piece, a family open
+//! on both sides of a gap of `g` MSRs either covers it (`g` more coverage) or opens again (one
+//! more run); one opened after a gap opens (one run); one closed in it costs nothing more. The
+//! program over the pieces keeps the least cost per set (8 states, 64 moves per piece), in
+//! units of `1 / (SCALE * L)` with `lambda = a / SCALE`. The least cost is a minimum of
+//! functions linear in `lambda`, so concave: a ternary search finds a good weight (any weight
+//! gives a sound bound; weight 0 is `ceil(needed MSRs / L)`, weight 1 counts the runs).
+//!
+//! It is computed only for clusters whose search was not exact (in time linear in the pieces
+//! per weight tried, some 40), and meets the packing found for the dense mixed clusters of
+//! about 0x8000 MSRs that overflow layers (read-only and write-only MSRs alternating, runs of
+//! mixed access): two families over nearly the whole span cost `2 * span / L` of coverage, and
+//! leaving either costs a run per change of class. It loses the rounding of `ceil(len / L)`
+//! per run, so over 0x10000 MSRs it gives 11 where 12 are found. It says nothing about the
+//! bytes of packings with that many ranges, so [`Solution::exact`] stays false and the packing
+//! is not called minimal: only its count of ranges is proven ([`Solution::lower`]).
+//!
 //! # Memory
 //! A state is its key and the end of a list of the ranges it closed in a [`Trail`] shared by
 //! the states of both layers (64 bytes, where a state carrying its 16 ranges took 288), so
@@ -536,6 +577,8 @@ fn valid_sets(class: Class) -> u8 {
 
 /// The search over one cluster, fed piece by piece.
 struct Cluster {
+    /// The cluster's first needed MSR.
+    first: u64,
     /// Where the cluster's last needed MSR ends: every run closes by then.
     end: u64,
     /// The current layer and the one being built (flipped, never moved: each is 16 KiB).
@@ -560,6 +603,7 @@ const INTERIOR_BUDGET: u64 = 1 << 16;
 impl Cluster {
     fn new() -> Cluster {
         Cluster {
+            first: 0,
             end: 0,
             layers: [Layer::new(), Layer::new()],
             trail: Trail::new(),
@@ -572,6 +616,7 @@ impl Cluster {
 
     /// Starts a cluster whose needed MSRs start at `first` and end at `end`.
     fn reset(&mut self, first: u64, end: u64) {
+        self.first = first;
         self.end = end;
         self.exact = true;
         self.current = 0;
@@ -750,6 +795,125 @@ fn cluster_end(target: &dyn Target, default: Action, p0: u64, limit: u64) -> u64
     last
 }
 
+/// Units of the relaxation's weight `lambda` (see the module docs): `lambda = a / SCALE`.
+const SCALE: u64 = 1 << 12;
+
+/// `SCALE * L` times the least relaxed cost `lambda * runs + (1 - lambda) * covered / L` of a
+/// covering of the cluster of needed MSRs in `[first, end)`, with `lambda = a / SCALE`: a
+/// dynamic program over its pieces with the open set of families as its state (see the module
+/// docs, "A bound for any cluster"). Linear in the pieces: 8 states, 64 moves per piece.
+fn relaxed_cost(
+    target: &dyn Target,
+    default: Action,
+    (first, end): (u64, u64),
+    geo: Geometry,
+    a: u64,
+) -> u64 {
+    const NO: u64 = u64::MAX / 4;
+    let open = a * u64::from(geo.max_nmsrs);
+    let cover = SCALE - a;
+    let mut best = [NO; 8];
+    best[0] = 0;
+    let mut gap = 0u64;
+    let mut x = first;
+    while x < end {
+        let (intent, next) = target.piece(x as u32);
+        let next = next.min(end);
+        let class = Class::of_piece(intent, default);
+        if class == Class::Free {
+            gap += next - x;
+            x = next;
+            continue;
+        }
+        // A family open on both sides of the gap covers it or starts a run again.
+        let bridge = gap.saturating_mul(cover).min(open);
+        let mut moved = [NO; 8];
+        for (to, slot) in moved.iter_mut().enumerate().skip(1) {
+            if !class.allows(to as u8) {
+                continue;
+            }
+            let mut least = NO;
+            for (from, &cost) in best.iter().enumerate() {
+                let mut c = cost;
+                for f in 0..3 {
+                    if to & (1 << f) != 0 {
+                        c += if from & (1 << f) != 0 { bridge } else { open };
+                    }
+                }
+                least = least.min(c);
+            }
+            *slot = least + u64::from((to as u8).count_ones()) * (next - x) * cover;
+        }
+        best = moved;
+        gap = 0;
+        x = next;
+    }
+    best.into_iter().min().unwrap_or(0)
+}
+
+/// A proven lower bound on the ranges the cluster of needed MSRs in `[first, end)` needs: the
+/// relaxation of the module docs ("A bound for any cluster") at the weights a ternary search
+/// over the concave relaxed optimum tries, rounded up; it stops early at `goal` (a packing
+/// found: the bound cannot pass it). Its weight 0 gives `ceil(needed MSRs / L)`.
+fn cluster_bound(
+    target: &dyn Target,
+    default: Action,
+    span: (u64, u64),
+    geo: Geometry,
+    goal: u32,
+) -> u32 {
+    let unit = SCALE * u64::from(geo.max_nmsrs);
+    let at = |a: u64| relaxed_cost(target, default, span, geo, a);
+    let bound = |cost: u64| u32::try_from(cost.div_ceil(unit)).unwrap_or(u32::MAX);
+    let mut most = at(0).max(at(SCALE));
+    let (mut lo, mut hi) = (0, SCALE);
+    while hi - lo > 2 && bound(most) < goal {
+        let (m1, m2) = (lo + (hi - lo) / 3, hi - (hi - lo) / 3);
+        let (c1, c2) = (at(m1), at(m2));
+        most = most.max(c1).max(c2);
+        // Concave: the maximum lies on the side of the larger value, or between equal ones.
+        if c1 < c2 {
+            lo = m1;
+        } else if c1 > c2 {
+            hi = m2;
+        } else {
+            (lo, hi) = (m1, m2);
+        }
+    }
+    if bound(most) < goal {
+        for a in lo..=hi {
+            most = most.max(at(a));
+        }
+    }
+    bound(most)
+}
+
+/// The sum of [`cluster_bound`] over the clusters of `target` (for the tests: `solve` computes
+/// it only for the clusters its search did not solve exactly).
+#[cfg(test)]
+pub(crate) fn relaxed_lower(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
+    let limit = u64::from(geo.max_nmsrs);
+    let mut total = 0u64;
+    let mut span: Option<(u64, u64)> = None;
+    pieces(target, default, |p0, p1, class| {
+        if class == Class::Free {
+            return;
+        }
+        span = match span {
+            Some((first, e)) if p0 - e < limit => Some((first, p1)),
+            Some(done) => {
+                total += u64::from(cluster_bound(target, default, done, geo, u32::MAX));
+                Some((p0, p1))
+            }
+            None => Some((p0, p1)),
+        };
+    });
+    if let Some(done) = span {
+        total += u64::from(cluster_bound(target, default, done, geo, u32::MAX));
+    }
+    total
+}
+
 /// The lower bound of the module docs: the sum over clusters of `ceil(needed MSRs / L)`.
 /// Cluster ends remembered by the lower bound's pass: a search runs only below 64 ranges, so
 /// with at most 64 clusters (each needs a range); past that, ends are looked up again.
@@ -809,10 +973,18 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
     let mut clusters = 0;
     let mut active = false;
     let mut last_need_end = 0u64;
-    let finish = |c: &Cluster, end: u64, total: &mut Solution| {
+    // The proven lower bounds of the clusters: the cost of those the search solved exactly, the
+    // relaxation's bound for the others.
+    let mut proven = 0u64;
+    let finish = |c: &Cluster, end: u64, total: &mut Solution, proven: &mut u64| {
         let (cost, runs) = c.finish(end, geo);
         total.cost = total.cost.plus(cost);
         total.exact &= c.exact;
+        *proven += u64::from(if c.exact {
+            cost.ranges
+        } else {
+            cluster_bound(target, default, (c.first, end), geo, cost.ranges)
+        });
         for run in runs {
             let _ = total.runs.push(run);
         }
@@ -822,7 +994,7 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
             return;
         }
         if active && p0 - last_need_end >= limit {
-            finish(&cluster, last_need_end, &mut total);
+            finish(&cluster, last_need_end, &mut total, &mut proven);
             active = false;
         }
         if !active {
@@ -838,8 +1010,9 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
         last_need_end = p1;
     });
     if active {
-        finish(&cluster, last_need_end, &mut total);
+        finish(&cluster, last_need_end, &mut total, &mut proven);
     }
+    total.lower = total.lower.max(u32::try_from(proven).unwrap_or(u32::MAX));
     if total.cost.ranges == 0 && default == Action::Deny {
         // The kernel refuses DEFAULT_DENY without ranges: add one that denies MSR 0, which the
         // intent denies anyway (nothing differs from the default).
