@@ -175,6 +175,22 @@ struct State {
     last: u32,
 }
 
+impl State {
+    /// A state with no run open and nothing paid, whose closed ranges end at `last`.
+    fn start(last: u32) -> State {
+        State {
+            key: Key {
+                open: 0,
+                closed: 0,
+                reach: 0,
+                starts: [Pos::default(); 3],
+                cost: Cost::default(),
+            },
+            last,
+        }
+    }
+}
+
 /// The ranges the states have closed, shared: a state's ranges are a list through the trail
 /// from its newest one ([`State::last`]) back to its oldest, so that a state takes 64 bytes and
 /// ranges that many states share are stored once. A full trail drops the entries no state of
@@ -625,16 +641,7 @@ impl Cluster {
         self.layers[1].clear();
         self.layers[0].clear();
         self.trail.len = 0;
-        let _ = self.layers[0].push(State {
-            key: Key {
-                open: 0,
-                closed: 0,
-                reach: 0,
-                starts: [Pos::default(); 3],
-                cost: Cost::default(),
-            },
-            last: NONE,
-        });
+        let _ = self.layers[0].push(State::start(NONE));
     }
 
     fn layer(&self) -> &Layer {
@@ -1031,19 +1038,6 @@ mod tests {
     use super::*;
     use std::vec::Vec;
 
-    fn state(last: u32) -> State {
-        State {
-            key: Key {
-                open: 0,
-                closed: 0,
-                reach: 0,
-                starts: [Pos::default(); 3],
-                cost: Cost::default(),
-            },
-            last,
-        }
-    }
-
     /// The trail keeps, in order, the ranges of every state of the two layers through any
     /// number of collections, and nothing else.
     #[test]
@@ -1082,7 +1076,7 @@ mod tests {
             for layer in layers.iter_mut() {
                 for _ in 0..next(MAX_STATES as u64) {
                     let (last, runs) = &lists[next(lists.len() as u64) as usize];
-                    let _ = layer.push(state(*last));
+                    let _ = layer.push(State::start(*last));
                     kept.push(runs.clone());
                 }
             }
