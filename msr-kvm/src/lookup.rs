@@ -24,7 +24,7 @@ pub(crate) struct Span {
 /// Which handler takes an access to an MSR, for one access type: a direct table per 4096-MSR
 /// page that holds handled MSRs (one load after finding the page, whatever the number of
 /// handlers), and a sorted search for spans longer than a page or when the pages would take more
-/// memory than the budget (`max(64, handlers / 256)` pages of 16 KiB).
+/// memory than the budget (`max(64, handlers / 256)` pages of 8 or 16 KiB).
 #[derive(Debug, Default)]
 pub(crate) struct HandlerIndex {
     /// Sorted page numbers (`index >> 12`).
@@ -35,7 +35,8 @@ pub(crate) struct HandlerIndex {
     spans: Box<[Span]>,
 }
 
-/// The direct pages' slots: 16 bits each while every handler position + 1 fits, else 32.
+/// The direct pages' slots: 16 bits each (8 KiB a page) while every handler position + 1 fits,
+/// else 32 (16 KiB).
 #[derive(Debug)]
 enum Slots {
     Narrow(Box<[u16]>),
@@ -55,6 +56,14 @@ impl Slots {
         match self {
             Slots::Narrow(s) => u32::from(s[i]),
             Slots::Wide(s) => s[i],
+        }
+    }
+
+    /// Sets slot `i` to `value`, which fits (see [`HandlerIndex::new`]).
+    fn set(&mut self, i: usize, value: u32) {
+        match self {
+            Slots::Narrow(s) => s[i] = u16::try_from(value).expect("checked to fit in 16 bits"),
+            Slots::Wide(s) => s[i] = value,
         }
     }
 }
@@ -79,8 +88,14 @@ impl HandlerIndex {
                 ..HandlerIndex::default()
             };
         }
-        let mut slots = vec![0u32; keys.len() * PAGE_MSRS];
-        let narrow = spans.len() < usize::from(u16::MAX);
+        // 16-bit slots while every stored value (a handler position + 1) fits: the positions
+        // are among all the dispatcher's handlers, not only this access type's.
+        let narrow = spans.iter().all(|s| s.entry < u32::from(u16::MAX));
+        let mut slots = if narrow {
+            Slots::Narrow(vec![0; keys.len() * PAGE_MSRS].into_boxed_slice())
+        } else {
+            Slots::Wide(vec![0; keys.len() * PAGE_MSRS].into_boxed_slice())
+        };
         let mut rest = Vec::new();
         for span in spans {
             if !small(&span) {
@@ -91,17 +106,15 @@ impl HandlerIndex {
                 let page = keys
                     .binary_search(&(index >> PAGE_BITS))
                     .expect("every page of a small span is a key");
-                slots[page * PAGE_MSRS + (index as usize & (PAGE_MSRS - 1))] = span.entry + 1;
+                slots.set(
+                    page * PAGE_MSRS + (index as usize & (PAGE_MSRS - 1)),
+                    span.entry + 1,
+                );
             }
         }
         HandlerIndex {
             keys: keys.into_boxed_slice(),
-            slots: if narrow {
-                // Every position + 1 fits: half the memory, so twice the slots in cache.
-                Slots::Narrow(slots.iter().map(|&s| s as u16).collect())
-            } else {
-                Slots::Wide(slots.into_boxed_slice())
-            },
+            slots,
             spans: rest.into_boxed_slice(),
         }
     }
@@ -326,6 +339,11 @@ mod tests {
                 .collect::<Vec<_>>(),
         ));
         assert_eq!(dense.keys.len(), 16);
+        assert!(matches!(dense.slots, Slots::Wide(_)));
+        for i in [0u32, 1, 4095, 4096, 65_534, 65_535] {
+            assert_eq!(dense.get(0x4000_0000 + i), Some(i as usize));
+        }
+        assert_eq!(dense.get(0x4001_0000), None);
         assert!(dense.spans.is_empty());
         assert!(dense.bytes() < 300 * 1024, "{}", dense.bytes());
         let sparse = HandlerIndex::new(spans(
@@ -335,6 +353,38 @@ mod tests {
         assert_eq!(sparse.spans.len(), 4096);
         assert_eq!(sparse.get(5 << 16), Some(5));
         assert_eq!(sparse.get((5 << 16) + 1), None);
+    }
+
+    /// The slot width follows the largest handler position, not the number of spans: an
+    /// access type with one span of position 65,536 (the dispatcher's other handlers take the
+    /// other access) gets 32-bit slots; positions up to 65,534 get 16-bit ones. Either way
+    /// every MSR finds its own handler.
+    #[test]
+    fn slots_hold_every_handler_position() {
+        for (entry, narrow) in [
+            (65_536u32, false),
+            (65_535, false),
+            (65_534, true),
+            (7, true),
+        ] {
+            let list = [
+                Span {
+                    first: 0x2000_0000,
+                    last: 0x2000_0000,
+                    entry,
+                },
+                Span {
+                    first: 0x2000_0002,
+                    last: 0x2000_0003,
+                    entry: 3,
+                },
+            ];
+            let index = HandlerIndex::new(list.to_vec());
+            assert_eq!(matches!(index.slots, Slots::Narrow(_)), narrow, "{entry}");
+            assert_eq!(index.get(0x2000_0000), Some(entry as usize));
+            assert_eq!(index.get(0x2000_0001), None);
+            assert_eq!(index.get(0x2000_0003), Some(3));
+        }
     }
 
     #[test]
