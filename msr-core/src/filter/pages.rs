@@ -1,13 +1,15 @@
 //! The paged index of [`Filter::decide`](super::Filter::decide): the kernel's decision,
 //! resolved ahead of time into one bitmap per 4096-MSR page and access type, found through a
-//! collision-free hash of the page number (two shifts and two exclusive ors).
+//! collision-free hash of the page number (the page's low bits, mixed with two higher parts of
+//! it: three shifts, two exclusive ors and a mask).
 //!
 //! The kernel scans its ranges in slot order for every access. Here the scan is done once, when
-//! the filter is built: for each page a used range touches (at most 4 per range, so at most 64)
-//! and each access type, a 4096-bit bitmap holds the decision for every MSR of the page, with
+//! the filter is built: for each page a used range touches (at most 4 per range, so at most 64,
+//! and page 0 for the x2APIC MSRs under default deny) and each access type, a 4096-bit bitmap holds the decision for every MSR of the page, with
 //! the first-come rule, the default action and the x2APIC exemption already applied. Pages no
-//! range touches take the default action. A lookup reads the page's bucket; if the page is
-//! there, one word of its bitmap, and the bit is the answer.
+//! range touches take the default action. A lookup reads the page's bucket (its key, and the
+//! row of its bitmap); if the page is there, one word of that bitmap, and the bit is the
+//! answer: two dependent steps.
 //!
 //! Identical bitmaps are stored once (the all-allow and all-deny pages always exist), and the
 //! store holds [`STORE`] of them. A filter that needs more, or whose pages none of the hashes
@@ -26,13 +28,13 @@ const PAGE_MSRS: u32 = 1 << PAGE_SHIFT;
 const PAGE_WORDS: usize = (PAGE_MSRS / 64) as usize;
 /// log2 of the bucket count.
 const BUCKET_BITS: u32 = 9;
-/// Buckets of the hash table: eight times the most pages a filter can touch, so that a
-/// collision-free hash is found among the few tried.
+/// Buckets of the hash table: about eight times the most pages a filter can touch, so that one
+/// of the hashes tried (the identity and 171 pairs of shifts) is usually collision-free.
 const BUCKETS: usize = 1 << BUCKET_BITS;
-/// Page bitmaps stored, the two uniform ones included: 16 KiB. A filter's distinct page
-/// bitmaps rarely reach a dozen (the 16-range filter of the `lookup` benchmark has 14); a filter
-/// with more keeps the scan. The index is part of every `Filter`, whose size matters on the
-/// stack.
+/// Page bitmaps stored, the two uniform ones included: 16 KiB. Filters whose ranges sit in a
+/// few regions of the MSR space need few (the 16-range filter of the `lookup` benchmark needs
+/// about 15); a filter with more keeps the scan. The index is part of every `Filter`, whose
+/// size matters on the stack.
 pub(super) const STORE: usize = 32;
 /// Id of the all-allow page bitmap; id 0 is the all-deny one. Both are stored from the start,
 /// so that uniform pages share them.
@@ -42,6 +44,14 @@ const ALL_ALLOW: u8 = 1;
 const MAX_PAGES: usize = MAX_RANGES * 4 + 1;
 /// The shifts a hash may use besides [`PAGE_SHIFT`]: each keeps only page bits.
 const HASH_SHIFTS: core::ops::RangeInclusive<u32> = PAGE_SHIFT + 1..=31;
+
+/// The hashes tried, in order: the page's low bits alone (equal shifts cancel), then every pair
+/// of distinct shifts.
+fn hashes() -> impl Iterator<Item = [u32; 2]> {
+    let last = *HASH_SHIFTS.end();
+    core::iter::once([last, last])
+        .chain(HASH_SHIFTS.flat_map(move |t| (t + 1..=last).map(move |u| [t, u])))
+}
 /// The key of a bucket no page uses: above every page number (pages are below 2^20).
 const NO_PAGE: u32 = u32::MAX;
 
@@ -84,9 +94,19 @@ impl Pages {
     };
 
     /// Resolves `ranges` (in slot order, the kernel's) into page bitmaps. Returns false, leaving
-    /// the index unusable, when the pages need more than [`STORE`] distinct bitmaps or no
-    /// multiplier tried hashes them without collision.
+    /// the index unusable, when the pages need more than [`STORE`] distinct bitmaps or none of
+    /// the hashes tried puts them in buckets of their own.
     pub(super) fn build(&mut self, default: Action, ranges: &[Range; MAX_RANGES]) -> bool {
+        self.build_with(default, ranges, hashes())
+    }
+
+    /// [`build`](Self::build), trying the hashes `candidates`.
+    fn build_with(
+        &mut self,
+        default: Action,
+        ranges: &[Range; MAX_RANGES],
+        mut candidates: impl Iterator<Item = [u32; 2]>,
+    ) -> bool {
         *self = Pages::EMPTY;
         self.default = default;
 
@@ -120,8 +140,7 @@ impl Pages {
             }
         }
 
-        let mut hashes = HASH_SHIFTS.flat_map(|t| (t..=31).map(move |u| [t, u]));
-        let Some(shifts) = hashes.find(|&shifts| perfect(&pages, shifts)) else {
+        let Some(shifts) = candidates.find(|&shifts| perfect(&pages, shifts)) else {
             return false;
         };
         self.shifts = shifts;
@@ -296,6 +315,41 @@ mod tests {
                 assert_eq!(got, want, "bit {bit} of copy ({dst_at}, {src_at}, {len})");
             }
         }
+    }
+
+    /// The hashes tried: the identity once, then each pair of distinct shifts once.
+    #[test]
+    fn each_hash_is_tried_once() {
+        let all: std::vec::Vec<[u32; 2]> = hashes().collect();
+        assert_eq!(all.len(), 1 + 19 * 18 / 2);
+        for (i, h) in all.iter().enumerate() {
+            assert!(!all[..i].contains(h), "{h:?} twice");
+        }
+    }
+
+    /// When no hash tried puts the pages in buckets of their own, the index is not built (and
+    /// the filter keeps the scan: `Lookup::build` uses it only when `build` says so). Two pages
+    /// 2^9 apart share a bucket under the identity hash.
+    #[test]
+    fn no_collision_free_hash_means_no_index() {
+        let bitmap = [0u8; 8];
+        let ranges =
+            [(0x1000u32, 1u32), (0x20_1000, 1)].map(|(base, nmsrs)| super::super::RawRange {
+                flags: 3,
+                base,
+                nmsrs,
+                bitmap: &bitmap,
+            });
+        let filter = super::super::Filter::from_raw(&super::super::RawFilter {
+            flags: 0,
+            ranges: &ranges,
+        })
+        .unwrap();
+        let mut index = Pages::EMPTY;
+        let identity = [31, 31];
+        assert!(!index.build_with(Action::Allow, filter.ranges(), core::iter::once(identity)));
+        assert!(index.build_with(Action::Allow, filter.ranges(), hashes()));
+        assert_ne!(index.shifts, identity);
     }
 
     #[test]
