@@ -17,5 +17,7 @@ echo "== packaged crates: cargo package, then each package's own tests"
 bash scripts/package-check.sh
 echo "== loom: the live-replacement protocol, model-checked (msr-kvm/tests/loom_swap.rs)"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p msr-filter-kvm --release --test loom_swap
+echo "== the stack the C docs promise, in a release build (msr-ffi/tests/stack.rs)"
+cargo test -p msr-filter-ffi --release --test stack
 echo "== cargo test"
 cargo test --workspace

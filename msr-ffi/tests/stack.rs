@@ -1,9 +1,11 @@
 //! The stack the documentation promises is enough: `msr_filter_policy_pack` and
 //! `msr_filter_dispatcher_builder_build` run on a thread whose stack is the documented size
-//! (`STACK_KIB` in a release build; debug builds keep more on the stack and get `DEBUG_STACK_KIB`),
-//! on policies that take the packer's longest paths: the exact search over read-only and
-//! write-only MSRs interleaved over more than one range's reach, and the error of a policy that
-//! needs more than 16 ranges. Too small a stack ends the test process with a stack overflow.
+//! (`STACK_KIB` in a release build, which `scripts/test-all.sh` runs; builds with debug
+//! assertions keep more on the stack and get `DEBUG_STACK_KIB`), on policies that take the
+//! packer's longest paths: the exact search over read-only and write-only MSRs interleaved over
+//! more than one range's reach; a filter of more than 11 ranges, whose `decide` index is built;
+//! a policy the search finds needs 20 ranges; and one whose lower bound alone refuses it.
+//! Too small a stack ends the test process with a stack overflow.
 
 use std::ffi::{c_int, c_void};
 use std::ptr;
@@ -66,25 +68,35 @@ fn pack_and_build_fit_the_documented_stack() {
         .spawn(|| {
             // 256 rules over 0x3000+ MSRs (one range's reach): the exact search runs.
             let fits = policy(256, 0x31);
-            // 256 rules 0x10000 apart: 256 clusters, far more than 16 ranges.
+            // 14 rules 0x10000 apart: 14 ranges, so `decide`'s paged index is built.
+            let paged = policy(14, 0x1_0000);
+            // 20 rules 0x10000 apart: the search runs and finds 20 ranges, too many.
+            let twenty = policy(20, 0x1_0000);
+            // 256 rules 0x10000 apart: the lower bound alone refuses them.
             let too_many = policy(256, 0x1_0000);
             // SAFETY: live policies and valid out-pointers; everything created is freed.
             unsafe {
-                let mut filter = ptr::null_mut();
-                assert_eq!(
-                    msr_filter_policy_pack(fits, &mut filter),
-                    msr_filter_status::Ok
-                );
-                msr_filter_filter_free(filter);
-                assert_eq!(
-                    msr_filter_policy_pack(too_many, &mut filter),
-                    msr_filter_status::PackError
-                );
-                assert!(filter.is_null());
+                for ok in [fits, paged] {
+                    let mut filter = ptr::null_mut();
+                    assert_eq!(
+                        msr_filter_policy_pack(ok, &mut filter),
+                        msr_filter_status::Ok
+                    );
+                    msr_filter_filter_free(filter);
+                }
+                for refused in [twenty, too_many] {
+                    let mut filter = ptr::null_mut();
+                    assert_eq!(
+                        msr_filter_policy_pack(refused, &mut filter),
+                        msr_filter_status::PackError
+                    );
+                    assert!(filter.is_null());
+                }
 
                 let mut builder = ptr::null_mut();
+                // 14 ranges, and one more for the handlers.
                 assert_eq!(
-                    msr_filter_dispatcher_builder_new(fits, &mut builder),
+                    msr_filter_dispatcher_builder_new(paged, &mut builder),
                     msr_filter_status::Ok
                 );
                 for msr in 0x4000_0000..0x4000_0040 {
@@ -108,8 +120,9 @@ fn pack_and_build_fit_the_documented_stack() {
                 );
                 msr_filter_dispatcher_free(dispatcher);
                 msr_filter_dispatcher_builder_free(builder);
-                msr_filter_policy_free(fits);
-                msr_filter_policy_free(too_many);
+                for p in [fits, paged, twenty, too_many] {
+                    msr_filter_policy_free(p);
+                }
             }
         })
         .expect("spawn a thread");

@@ -132,7 +132,6 @@ static msr_filter_dispatcher *build(struct shadow *s) {
     CHECK_OK(msr_filter_dispatcher_handler_stats(d2, 0, &hs));
     CHECK(hs.first == 0x35 && hs.access == MSR_FILTER_ACCESS_READ && hs.reads == 0);
     msr_filter_dispatcher_free(d2);
-    CHECK_OK(msr_filter_dispatcher_builder_exit_counters(b, true));
     msr_filter_dispatcher_builder_free(b);
     return d;
 }
