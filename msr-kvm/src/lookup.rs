@@ -211,24 +211,26 @@ fn line_cells(n: usize) -> usize {
     n.div_ceil(8) * 8
 }
 
-/// Eight counters on a 64-byte line of their own.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-struct Line([AtomicU64; 8]);
-
-/// Counters in whole, aligned 64-byte lines, addressed one by one.
+/// Counters in whole 64-byte lines: cell 0 starts a line (the allocation is 8-byte aligned, so
+/// up to 7 cells before it are skipped; a boxed slice never moves, so this holds for its life).
 #[derive(Debug)]
-struct Cells(Box<[Line]>);
+struct Cells {
+    cells: Box<[AtomicU64]>,
+    /// Cells skipped at the start.
+    first: usize,
+}
 
 impl Cells {
-    /// `n` counters at 0 (`n` a multiple of 8).
+    /// `n` counters at 0.
     fn new(n: usize) -> Cells {
-        Cells((0..n / 8).map(|_| Line::default()).collect())
+        let cells: Box<[AtomicU64]> = (0..n + 7).map(|_| AtomicU64::new(0)).collect();
+        let first = (cells.as_ptr() as usize).wrapping_neg() % 64 / 8;
+        Cells { cells, first }
     }
 
     #[inline(always)]
     fn get(&self, i: usize) -> Option<&AtomicU64> {
-        self.0.get(i / 8).map(|line| &line.0[i % 8])
+        self.cells.get(self.first + i)
     }
 }
 
