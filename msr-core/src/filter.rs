@@ -634,7 +634,7 @@ impl Filter {
     #[inline(always)]
     pub fn decide(&self, index: u32, access: AccessType) -> Action {
         if self.lookup.paged {
-            return self.lookup.pages.decide(index, access);
+            return self.lookup.pages.decide(index, access, self.default);
         }
         if abi::is_x2apic(index) {
             return Action::Allow;
@@ -965,7 +965,7 @@ mod tests {
             points.extend([0, 0x7ff, 0x800, 0x8ff, 0x900, u32::MAX]);
             for &i in &points {
                 for access in AccessType::ALL {
-                    prop_assert_eq!(index.decide(i, access), reference(&filter, i, access), "MSR {:#x} {}: {:?}", i, access, filter);
+                    prop_assert_eq!(index.decide(i, access, filter.default), reference(&filter, i, access), "MSR {:#x} {}: {:?}", i, access, filter);
                 }
             }
         }

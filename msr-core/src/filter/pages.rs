@@ -5,11 +5,11 @@
 //!
 //! The kernel scans its ranges in slot order for every access. Here the scan is done once, when
 //! the filter is built: for each page a used range touches (at most 4 per range, so at most 64,
-//! and page 0 for the x2APIC MSRs under default deny) and each access type, a 4096-bit bitmap holds the decision for every MSR of the page, with
-//! the first-come rule, the default action and the x2APIC exemption already applied. Pages no
-//! range touches take the default action. A lookup reads the page's bucket (its key, and the
-//! row of its bitmap); if the page is there, one word of that bitmap, and the bit is the
-//! answer: two dependent steps.
+//! and page 0 for the x2APIC MSRs under default deny) and each access type, a 4096-bit bitmap
+//! holds the decision for every MSR of the page, with the first-come rule, the default action
+//! and the x2APIC exemption already applied. Pages no range touches take the default action. A
+//! lookup reads the page's bucket (its key, and the row of its bitmap); if the page is there,
+//! one word of that bitmap, and the bit is the answer: two dependent steps.
 //!
 //! Identical bitmaps are stored once (the all-allow and all-deny pages always exist), and the
 //! store holds [`STORE`] of them. A filter that needs more, or whose pages none of the hashes
@@ -60,8 +60,6 @@ const NO_PAGE: u32 = u32::MAX;
 pub(super) struct Pages {
     /// The hash's two shifts (see [`bucket`]).
     shifts: [u32; 2],
-    /// The action for a page not in the table.
-    default: Action,
     /// Per bucket: the page it holds, or [`NO_PAGE`].
     keys: [u32; BUCKETS],
     /// Per access type (reads, writes) and bucket: where the page's bitmap starts in `store`
@@ -85,7 +83,6 @@ impl Pages {
         }
         Pages {
             shifts: [31, 31],
-            default: Action::Deny,
             keys: [NO_PAGE; BUCKETS],
             rows: [[0; BUCKETS]; 2],
             store,
@@ -108,7 +105,6 @@ impl Pages {
         mut candidates: impl Iterator<Item = [u32; 2]>,
     ) -> bool {
         *self = Pages::EMPTY;
-        self.default = default;
 
         let mut pages = heapless::Vec::<u32, MAX_PAGES>::new();
         let mut add = |page: u32| {
@@ -169,18 +165,19 @@ impl Pages {
         Some((self.stored - 1) as u8)
     }
 
-    /// The kernel's decision for `index` and `access` (see [`Filter::decide`](super::Filter::decide)).
+    /// The kernel's decision for `index` and `access` (see [`Filter::decide`](super::Filter::decide))
+    /// in a filter of default action `default` (the one the index was built with).
     ///
     /// A page no range touches takes the default at once, on a branch: when the processor
     /// predicts it, the next step runs ahead without waiting for the bucket (measured: a
     /// conditional move there made a chain of dependent lookups 1.5x slower). A touched page
     /// costs a second load, its bitmap word; no multiplication on the way.
     #[inline(always)]
-    pub(super) fn decide(&self, index: u32, access: AccessType) -> Action {
+    pub(super) fn decide(&self, index: u32, access: AccessType, default: Action) -> Action {
         let page = index >> PAGE_SHIFT;
         let b = bucket(index, self.shifts);
         if self.keys[b] != page {
-            return self.default;
+            return default;
         }
         let row = self.rows[access as usize][b];
         // `row + word` is below the store's length by construction; the bounds check that
