@@ -642,14 +642,20 @@ impl Filter {
         let lookup = &self.lookup;
         if lookup.len <= 1 {
             // One range (or none: then its entry covers no MSR). The branch on the count is
-            // the same for every lookup, so the processor predicts it.
+            // the same for every lookup, so the processor predicts it. Written with a flag
+            // that starts as the default (not two returns), the compiler keeps the default in
+            // a register and ends on a branch on the bit, so a caller that branches on the
+            // result continues as predicted instead of waiting for the bitmap load: a chain of
+            // dependent lookups measured 2.2x faster than the kernel's scan (BENCHMARKS.md),
+            // where two returns were 0.98x. A mispredicted decision costs what the scan's
+            // mispredicted hit-or-miss branch costs.
             let r = &lookup.scan[0];
             let offset = index.wrapping_sub(r.base);
-            return if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
-                self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset)
-            } else {
-                self.default
-            };
+            let mut allow = self.default == Action::Allow;
+            if offset < r.nmsrs && r.flags & access.flag().bits() != 0 {
+                allow = self.ranges[usize::from(r.slot) % MAX_RANGES].bit(offset) == Action::Allow;
+            }
+            return if allow { Action::Allow } else { Action::Deny };
         }
         for r in &lookup.scan[..usize::from(lookup.len)] {
             let offset = index.wrapping_sub(r.base);
