@@ -436,14 +436,12 @@ fn mixed_runs_over_more_than_one_range_are_proven_minimal() {
     }
 }
 
-/// The gap that remains (issue 16): the same mixes over 0x8000 MSRs need more incomparable
-/// states than a layer holds (`MAX_STATES`, 256) and come back exact but with
-/// `proven_minimal == false`, after seconds. The relaxation of `solve`'s docs now proves their
-/// count of ranges (6) minimal, see `three_wide_mixed_clusters_need_exactly_18_ranges`, but
-/// not their bytes, which `proven_minimal` also promises. Ignored until fixed: run with
-/// `--ignored`.
+/// The same mixes over 0x8000 MSRs need more incomparable states than a layer holds
+/// (`MAX_STATES`, 256): the first search is not exact (issue 16). The relaxation of `solve`'s
+/// docs proves their count of ranges (6), but not their bytes, which `proven_minimal` also
+/// promises; a second search that drops the states needing more than 6 ranges (`solve`'s docs,
+/// "Pruning") keeps its layers under 200 states, stays exact, and so proves both.
 #[test]
-#[ignore = "known gap: layers overflow on dense mixed clusters over 0x8000 MSRs"]
 fn mixed_runs_over_0x8000_msrs_are_proven_minimal() {
     for seed in 1..=3 {
         let rules = mixed_runs(seed, 0x8000);
@@ -453,10 +451,11 @@ fn mixed_runs_over_0x8000_msrs_are_proven_minimal() {
     }
 }
 
-/// Three clusters of mixed runs over 0x8000 MSRs each, far apart: each overflows a layer (the
-/// search is not exact) and packs into 6 ranges, which the relaxation of `solve`'s docs proves
-/// minimal for the count (two families over nearly all of a span of 0x8000 MSRs cost 16 / 3
-/// ranges of coverage; leaving one costs a run per change of class). So the policy needs
+/// Three clusters of mixed runs over 0x8000 MSRs each, far apart: each overflows a layer of the
+/// first search and packs into 6 ranges, which the relaxation of `solve`'s docs proves minimal
+/// for the count (two families over nearly all of a span of 0x8000 MSRs cost 16 / 3 ranges of
+/// coverage; leaving one costs a run per change of class), and the pruned second search
+/// (`solve`'s docs, "Pruning") proves minimal outright. So the policy needs
 /// exactly 18 ranges; with only `ceil(needed / L)` per cluster (6 in all) it was an estimate.
 #[test]
 fn three_wide_mixed_clusters_need_exactly_18_ranges() {
@@ -477,4 +476,20 @@ fn three_wide_mixed_clusters_need_exactly_18_ranges() {
     assert!(err
         .to_string()
         .starts_with("the policy needs 18 kernel ranges"));
+}
+
+/// The second, pruned search (`solve`'s docs, "Pruning") keeps its bound's tables on the stack
+/// beside the search's states: packing a cluster that takes that path fits the stack
+/// `msr-ffi` documents for packing (256 KiB, 512 KiB with debug assertions).
+#[test]
+fn the_pruned_search_fits_the_documented_stack() {
+    let kib = if cfg!(debug_assertions) { 512 } else { 256 };
+    let rules = mixed_runs(1, 0x8000);
+    let packed = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || pack(Action::Allow, &rules).map(|p| p.proven_minimal))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(packed, Ok(true));
 }
