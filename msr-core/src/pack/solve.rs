@@ -859,11 +859,12 @@ fn cluster_end(target: &dyn Target, default: Action, p0: u64, limit: u64) -> u64
 const PRUNE_SCALE: u64 = 256;
 const PRUNE_A: u64 = 16;
 
-/// Blocks of pieces whose suffix bounds [`Suffix`] keeps at their first piece.
-const BLOCKS: usize = 128;
+/// Blocks of pieces whose suffix bounds [`Suffix`] keeps at their first piece. The unit tests
+/// use 4 (and longer blocks), so that their small clusters span several blocks too.
+const BLOCKS: usize = if cfg!(test) { 4 } else { 128 };
 /// Pieces of one block, whose suffix bounds [`Suffix`] keeps while the search is in it: a
 /// cluster of up to `BLOCKS * BLOCK` needed pieces can be refined.
-const BLOCK: usize = 256;
+const BLOCK: usize = if cfg!(test) { 4096 } else { 256 };
 
 /// The relaxed cost of the pieces from one on, for each set held before it (see the module
 /// docs, "Pruning"), in units of `1 / (PRUNE_SCALE * L)` ranges: `next` is that of the
