@@ -561,7 +561,7 @@ fn step(
                 }
                 key.open = set;
                 if prune.is_some_and(|p| p.cannot_reach(&key, next.at(), geo)) {
-                    // Every packing through this state needs more ranges than one found.
+                    // Every packing through this state needs more ranges than pruned against.
                     if restart == 0 {
                         break;
                     }
@@ -932,7 +932,8 @@ fn each_needed(
 /// piece of each of up to [`BLOCKS`] blocks and for every piece of the block the search is in
 /// (recomputed from the next block's when the search enters a block). About 16 KiB.
 struct Suffix {
-    /// Ranges of a packing of the cluster found: states that need more are pruned.
+    /// The ranges pruned against (the relaxation's bound, or a packing's): states that need
+    /// more are dropped.
     most: u32,
     /// Where the cluster's needed MSRs end.
     end: u64,
@@ -1081,9 +1082,10 @@ impl Suffix {
 }
 
 /// Searches the cluster again (it ends at `end`), pruning the states that need more than
-/// `most` ranges, those of a packing found (module docs, "Pruning"); stops as soon as a layer
-/// overflows. Returns the cheapest packing if that search stayed exact (then it is minimal,
-/// and `c.exact` is true), else nothing (`c.exact` stays false). A frame of its own: the
+/// `most` ranges (module docs, "Pruning"); stops as soon as a layer overflows. Returns the
+/// cheapest packing found if that search stayed exact (then `c.exact` is true, and the packing
+/// is minimal if it has at most `most` ranges; if it has more, every packing does), else
+/// nothing (`c.exact` is false). A frame of its own: the
 /// bound's tables are only on the stack while it runs.
 #[inline(never)]
 fn refine(
