@@ -26,12 +26,15 @@
 //!
 //! The search allocates nothing: its states live on the stack (about 64 KiB, two layers of
 //! [`solve::MAX_STATES`] states and the ranges they closed); the filter (about 45 KiB) is built
-//! after the search returns, in a frame of its own. The result is minimal unless a layer
-//! overflows or a cluster spends its budget of change points (clusters much wider than one
-//! range with dense, mixed rules can); then the filter is still exact but
-//! [`Packed::proven_minimal`] is false (a lower bound from a relaxation of such a cluster, see
-//! `solve`'s docs, may still prove the number of ranges minimal, which a
-//! [`PackError::TooManyRanges`] reports as [`Needed::Exact`]). Each range is then shrunk to the
+//! after the search returns, in a frame of its own. When a layer of a cluster overflows
+//! (clusters much wider than one range with dense, mixed rules can), the cluster is searched
+//! again dropping the states a proven bound shows need more ranges than a lower bound, then
+//! than a packing found (a frame of its own too, about 16 KiB for the bound's tables); the
+//! result is minimal unless those searches overflow as well or a cluster spends its budget of
+//! change points. Then the
+//! filter is still exact but [`Packed::proven_minimal`] is false (a lower bound from a
+//! relaxation of such a cluster, see `solve`'s docs, may still prove the number of ranges
+//! minimal, which a [`PackError::TooManyRanges`] reports as [`Needed::Exact`]). Each range is then shrunk to the
 //! MSRs where it is needed (the tightest of equally cheap filters), a READ|WRITE range whose
 //! reads (or writes) single ranges already decide is narrowed, so that packed filters carry no
 //! [lint](Filter::lints), and the filter is checked against the rules at every boundary before
@@ -1027,6 +1030,29 @@ mod tests {
         }
     }
 
+    /// The pruning bound (`solve`'s docs, "Pruning") never prunes a minimal packing: each
+    /// cluster, searched again with pruning against its own minimum count of ranges (the
+    /// tightest incumbent a search can have), gives the same cost (`solve_checking_refine`
+    /// panics otherwise); and that cost is the exhaustive search's.
+    fn check_refined(policy: &Policy<8>, end: u32, geo: Geometry, max_ranges: usize) {
+        let target = Small { policy, end };
+        let mut best: Option<Cost> = None;
+        for d in [Action::Allow, Action::Deny] {
+            let plain = solve(&target, geo, d, u32::MAX);
+            let refined = solve::solve_checking_refine(&target, geo, d);
+            assert!(refined.exact, "policy:\n{policy}");
+            assert_eq!(refined.cost, plain.cost, "policy:\n{policy}");
+            best = Some(best.map_or(refined.cost, |b| b.min(refined.cost)));
+        }
+        if let Some(best) = best.filter(|b| b.ranges as usize <= max_ranges) {
+            assert_eq!(
+                Some(best),
+                brute_force(&target, geo, max_ranges),
+                "policy:\n{policy}"
+            );
+        }
+    }
+
     /// Read-only and write-only MSRs alternating over 8 MSRs, ranges of at most 4: a READ and
     /// a WRITE family over the span (2 ranges each) is the minimum, 4, which the relaxation
     /// proves where `ceil(needed / L)` gives 2.
@@ -1075,7 +1101,32 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// Span limit binding (ranges of at most 4 MSRs in 12), 2 MSRs per bitmap word.
+        #[test]
+        fn pruning_keeps_the_minimum_with_split_ranges(policy in small_policy(12, 8)) {
+            let geo = Geometry { max_nmsrs: 4, word_bits: 2, word_bytes: 1 };
+            check_refined(&policy, 12, geo, 0);
+        }
+
+        /// Ranges of at most 2 MSRs, one MSR per word: many runs, each cut often.
+        #[test]
+        fn pruning_keeps_the_minimum_with_tiny_ranges(policy in small_policy(10, 8)) {
+            let geo = Geometry { max_nmsrs: 2, word_bits: 1, word_bytes: 1 };
+            check_refined(&policy, 10, geo, 0);
+        }
+    }
+
+    proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Against the exhaustive search too (fewer MSRs, fewer ranges).
+        #[test]
+        fn pruned_minimum_is_the_exhaustive_minimum(policy in small_policy(8, 6)) {
+            let geo = Geometry { max_nmsrs: 3, word_bits: 1, word_bytes: 1 };
+            check_refined(&policy, 8, geo, 3);
+        }
 
         /// Against the exhaustive search too (fewer MSRs, fewer ranges).
         #[test]
@@ -1465,6 +1516,19 @@ mod relaxation_at_kernel_scale {
             assert!(s.exact, "shape {kind}");
             let bound = solve::relaxed_lower(&sweep, Geometry::KERNEL, Action::Allow);
             assert_eq!((bound, s.cost.ranges), (4, 4), "shape {kind}");
+        }
+    }
+
+    /// The same clusters searched again with pruning against their minimum count of ranges
+    /// (`solve`'s docs, "Pruning"): the pruned search stays exact and finds the same cost.
+    #[test]
+    fn pruning_keeps_the_minimum_of_wide_mixed_clusters() {
+        for kind in ['A', 'B', 'C'] {
+            let rules = shape(kind, 1, 0x5000);
+            let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
+            let sweep = Sweep::new(Action::Allow, &rules, &mut scratch);
+            let s = solve::solve_checking_refine(&sweep, Geometry::KERNEL, Action::Allow);
+            assert!(s.exact, "shape {kind}");
         }
     }
 }

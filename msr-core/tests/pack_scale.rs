@@ -333,7 +333,9 @@ proptest! {
 /// their runs at different points stay incomparable (one may save a range in some futures,
 /// the other in others); the filter must still be exact, and at least one range per cluster
 /// and 0x3000 needed MSRs. With 500 rules the search keeps them all and proves the packing
-/// minimal (it did not with layers of 96 states); with 2000 rules it does not (a known limit).
+/// minimal (it did not with layers of 96 states); with 2000 rules a layer overflows, and the
+/// search pruned by the relaxation's bound (`solve`'s docs, "Pruning") proves it (it was
+/// not proven before that search).
 #[test]
 fn wide_random_clusters_pack_exactly() {
     for (seed, count) in [(11, 500), (12, 2000)] {
@@ -341,9 +343,7 @@ fn wide_random_clusters_pack_exactly() {
         let packed = pack(Action::Allow, &rules).unwrap();
         assert!(packed.filter.range_count() >= 4, "{count} rules");
         check_everywhere(Action::Allow, &rules, &packed.filter);
-        if count == 500 {
-            assert!(packed.proven_minimal, "{count} rules");
-        }
+        assert!(packed.proven_minimal, "{count} rules");
     }
 }
 
@@ -436,14 +436,12 @@ fn mixed_runs_over_more_than_one_range_are_proven_minimal() {
     }
 }
 
-/// The gap that remains (issue 16): the same mixes over 0x8000 MSRs need more incomparable
-/// states than a layer holds (`MAX_STATES`, 256) and come back exact but with
-/// `proven_minimal == false`, after seconds. The relaxation of `solve`'s docs now proves their
-/// count of ranges (6) minimal, see `three_wide_mixed_clusters_need_exactly_18_ranges`, but
-/// not their bytes, which `proven_minimal` also promises. Ignored until fixed: run with
-/// `--ignored`.
+/// The same mixes over 0x8000 MSRs need more incomparable states than a layer holds
+/// (`MAX_STATES`, 256): the first search is not exact (issue 16). The relaxation of `solve`'s
+/// docs proves their count of ranges (6), but not their bytes, which `proven_minimal` also
+/// promises; a second search that drops the states needing more than 6 ranges (`solve`'s docs,
+/// "Pruning") keeps its layers under 200 states, stays exact, and so proves both.
 #[test]
-#[ignore = "known gap: layers overflow on dense mixed clusters over 0x8000 MSRs"]
 fn mixed_runs_over_0x8000_msrs_are_proven_minimal() {
     for seed in 1..=3 {
         let rules = mixed_runs(seed, 0x8000);
@@ -453,10 +451,11 @@ fn mixed_runs_over_0x8000_msrs_are_proven_minimal() {
     }
 }
 
-/// Three clusters of mixed runs over 0x8000 MSRs each, far apart: each overflows a layer (the
-/// search is not exact) and packs into 6 ranges, which the relaxation of `solve`'s docs proves
-/// minimal for the count (two families over nearly all of a span of 0x8000 MSRs cost 16 / 3
-/// ranges of coverage; leaving one costs a run per change of class). So the policy needs
+/// Three clusters of mixed runs over 0x8000 MSRs each, far apart: each overflows a layer of the
+/// first search and packs into 6 ranges, which the relaxation of `solve`'s docs proves minimal
+/// for the count (two families over nearly all of a span of 0x8000 MSRs cost 16 / 3 ranges of
+/// coverage; leaving one costs a run per change of class), and the pruned second search
+/// (`solve`'s docs, "Pruning") proves minimal outright. So the policy needs
 /// exactly 18 ranges; with only `ceil(needed / L)` per cluster (6 in all) it was an estimate.
 #[test]
 fn three_wide_mixed_clusters_need_exactly_18_ranges() {
@@ -477,4 +476,20 @@ fn three_wide_mixed_clusters_need_exactly_18_ranges() {
     assert!(err
         .to_string()
         .starts_with("the policy needs 18 kernel ranges"));
+}
+
+/// The second, pruned search (`solve`'s docs, "Pruning") keeps its bound's tables on the stack
+/// beside the search's states: packing a cluster that takes that path fits the stack
+/// `msr-ffi` documents for packing (256 KiB, 512 KiB with debug assertions).
+#[test]
+fn the_pruned_search_fits_the_documented_stack() {
+    let kib = if cfg!(debug_assertions) { 512 } else { 256 };
+    let rules = mixed_runs(1, 0x8000);
+    let packed = std::thread::Builder::new()
+        .stack_size(kib * 1024)
+        .spawn(move || pack(Action::Allow, &rules).map(|p| p.proven_minimal))
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(packed, Ok(true));
 }

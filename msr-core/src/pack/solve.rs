@@ -100,8 +100,41 @@
 //! mixed access): two families over nearly the whole span cost `2 * span / L` of coverage, and
 //! leaving either costs a run per change of class. It loses the rounding of `ceil(len / L)`
 //! per run, so over 0x10000 MSRs it gives 11 where 12 are found. It says nothing about the
-//! bytes of packings with that many ranges, so [`Solution::exact`] stays false and the packing
-//! is not called minimal: only its count of ranges is proven ([`Solution::lower`]).
+//! bytes of packings with that many ranges: only the count of ranges is proven
+//! ([`Solution::lower`]); the next section proves the bytes where it can.
+//!
+//! # Pruning
+//! The first search of a cluster stops at its first overflow. The cluster is then searched
+//! again (`refine`), dropping every state that a proven bound (below) shows needs more than `R`
+//! ranges in every future, with `R` the relaxation's bound of the previous section. If no layer
+//! of that search overflows, it is exact for the packings of at most `R` ranges: the states on
+//! the path of a cheapest one are not dropped by the bound, and a state that dominates one of
+//! them has a future no dearer, so it is not dropped either (dominance and the rest of the
+//! program are unchanged). So it finds the minimum when the minimum has at most `R` ranges, and
+//! when it finds none within `R`, the cluster needs more. Otherwise the whole search runs,
+//! keeping the cheapest states when a layer overflows, and then a search pruned against the
+//! ranges of the packing it found (the minimum has no more, so the same argument applies). A
+//! pruned search stops at its first overflow; the packing found then stands, unproven.
+//!
+//! The bound of a state at change point `x`, weighed with `lambda` (any in `[0, 1]` is sound;
+//! 1 / 16 prunes well): its closed ranges; for each open run, started `d = k L + rho` MSRs
+//! before `x` (`0 < rho <= L`), `k + lambda + (1 - lambda) rho / L`: closed at any `e >= x` it
+//! costs `k + ceil(z)` ranges with `z = (rho + e - x) / L > 0`, and `ceil(z) >= max(1, z) >=
+//! lambda + (1 - lambda) z`; and the relaxation of the previous section over `[x, E)`, with the
+//! state's open set taken as open before `x`: a run continuing is charged its coverage from `x`
+//! on (its opening and the coverage before `x` are in the term above), a run opened from `x` on
+//! costs what the relaxation charges for it at least, and a run closed at `x` costs no less
+//! than the term above (`ceil(rho / L) = 1`). The sum, rounded up, bounds the ranges of every
+//! future; the state is dropped when it exceeds `R`. The relaxed cost of the rest is a program
+//! over the pieces from the cluster's end back, per set held on a piece (8 values per piece,
+//! `relax_piece`; inside a piece, the set is constant from `x` to the piece's end, as in the
+//! previous section). It is kept for the first piece of each of up to 128 blocks and recomputed
+//! for the block the search is in, so clusters of up to 32,768 needed pieces are refined, in
+//! 16 KiB. On the mixed clusters over 0x8000 MSRs whose layers overflowed, the search pruned
+//! against the relaxation's bound keeps every layer within [`MAX_STATES`] (at most 104 to 179
+//! states, measured with weights 1 / 20 to 1 / 7) and is exact: ranges and bytes are proven.
+//! Over 0x10000 MSRs (12 ranges found, 11 proven) both pruned searches overflow too, which
+//! costs about a tenth more time than the whole search alone, and nothing more is proven.
 //!
 //! # Memory
 //! A state is its key and the end of a list of the ranges it closed in a [`Trail`] shared by
@@ -480,6 +513,7 @@ fn step(
     (close_at, at, next, end): (u64, u64, u64, u64),
     geo: Geometry,
     sets: impl Fn(u8) -> u8,
+    prune: Option<&Suffix>,
 ) -> bool {
     let mut exact = true;
     to.clear();
@@ -526,6 +560,14 @@ fn step(
                     }
                 }
                 key.open = set;
+                if prune.is_some_and(|p| p.cannot_reach(&key, next.at(), geo)) {
+                    // Every packing through this state needs more ranges than pruned against.
+                    if restart == 0 {
+                        break;
+                    }
+                    restart = (restart - 1) & restartable;
+                    continue;
+                }
                 let (insert, kept_all) = admit(to, &mut key, (&next, end), geo);
                 exact &= kept_all;
                 if insert {
@@ -603,6 +645,8 @@ struct Cluster {
     trail: Trail,
     current: usize,
     exact: bool,
+    /// Whether the search stops when it is no longer exact (see `settle`).
+    stop: bool,
     /// The end of the last needed piece so far.
     last_end: u64,
     /// Change points inside pieces the cluster may still try (see [`INTERIOR_BUDGET`]).
@@ -627,11 +671,13 @@ impl Cluster {
             exact: true,
             last_end: 0,
             budget: INTERIOR_BUDGET,
+            stop: false,
         }
     }
 
     /// Starts a cluster whose needed MSRs start at `first` and end at `end`.
-    fn reset(&mut self, first: u64, end: u64) {
+    fn reset(&mut self, first: u64, end: u64, stop: bool) {
+        self.stop = stop;
         self.first = first;
         self.end = end;
         self.exact = true;
@@ -653,7 +699,12 @@ impl Cluster {
         (close_at, at, next): (u64, u64, u64),
         geo: Geometry,
         sets: impl Fn(u8) -> u8,
+        prune: Option<&Suffix>,
     ) {
+        if self.stop && !self.exact {
+            // A search that is no longer exact proves nothing: it stops (see `settle`).
+            return;
+        }
         let [first, second] = &mut self.layers;
         let (from, to) = if self.current == 0 {
             (first, second)
@@ -661,14 +712,14 @@ impl Cluster {
             (second, first)
         };
         let layers = (from, to, &mut self.trail);
-        self.exact &= step(layers, (close_at, at, next, self.end), geo, sets);
+        self.exact &= step(layers, (close_at, at, next, self.end), geo, sets, prune);
         self.current ^= 1;
     }
 
     /// A needed piece `[p0, p1)` of `class`. A free gap before it needs no step of its own:
     /// runs that end in it close at its start (the end of the last needed piece), which is
     /// never dearer than closing later, and runs open only at a needed piece.
-    fn needed(&mut self, p0: u64, p1: u64, class: Class, geo: Geometry) {
+    fn needed(&mut self, p0: u64, p1: u64, class: Class, geo: Geometry, prune: Option<&Suffix>) {
         let sets = valid_sets(class);
         let w = u64::from(geo.word_bits);
         // Residues (mod the word) of the change points inside the piece: the piece's start and
@@ -707,13 +758,13 @@ impl Cluster {
                 let m = block + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
                 if m > at && m < p1 {
-                    self.advance((close_at, at, m), geo, |_| sets);
+                    self.advance((close_at, at, m), geo, |_| sets, prune);
                     (close_at, at) = (m, m);
                 }
             }
             block += w;
         }
-        self.advance((close_at, at, p1), geo, |_| sets);
+        self.advance((close_at, at, p1), geo, |_| sets, prune);
         self.last_end = p1;
     }
 
@@ -800,6 +851,320 @@ fn cluster_end(target: &dyn Target, default: Action, p0: u64, limit: u64) -> u64
         x = next;
     }
     last
+}
+
+/// Units of the weight `lambda` of the pruning bound (module docs, "Pruning"): `lambda =
+/// PRUNE_A / PRUNE_SCALE`, 1 / 16 (measured: 1 / 20 to 1 / 7 keep the layers of the mixed
+/// clusters of 0x8000 MSRs under [`MAX_STATES`]; 0 and 1 / 2 do not).
+const PRUNE_SCALE: u64 = 256;
+const PRUNE_A: u64 = 16;
+
+/// Blocks of pieces whose suffix bounds [`Suffix`] keeps at their first piece. The unit tests
+/// use 4 (and longer blocks), so that their small clusters span several blocks too.
+const BLOCKS: usize = if cfg!(test) { 4 } else { 128 };
+/// Pieces of one block, whose suffix bounds [`Suffix`] keeps while the search is in it: a
+/// cluster of up to `BLOCKS * BLOCK` needed pieces can be refined.
+const BLOCK: usize = if cfg!(test) { 4096 } else { 256 };
+
+/// The relaxed cost of the pieces from one on, for each set held before it (see the module
+/// docs, "Pruning"), in units of `1 / (PRUNE_SCALE * L)` ranges: `next` is that of the
+/// following piece, `gap` the free MSRs before this one, `len` its MSRs. Values past `u32`
+/// are cut to `u32::MAX`, which keeps them lower bounds.
+fn relax_piece(next: &[u32; 8], gap: u64, len: u64, class: Class, geo: Geometry) -> [u32; 8] {
+    let open = PRUNE_A * u64::from(geo.max_nmsrs);
+    let cover = PRUNE_SCALE - PRUNE_A;
+    let bridge = gap.saturating_mul(cover).min(open);
+    let mut out = [0u32; 8];
+    for (before, slot) in out.iter_mut().enumerate() {
+        let mut least = u64::MAX;
+        for (set, &after) in next.iter().enumerate().skip(1) {
+            if !class.allows(set as u8) {
+                continue;
+            }
+            let mut c = u64::from(after)
+                + cover
+                    .saturating_mul(u64::from(set.count_ones()))
+                    .saturating_mul(len);
+            for f in 0..3 {
+                if set & (1 << f) != 0 {
+                    c += if before & (1 << f) != 0 { bridge } else { open };
+                }
+            }
+            least = least.min(c);
+        }
+        *slot = least.min(u64::from(u32::MAX)) as u32;
+    }
+    out
+}
+
+/// Calls `f(p0, p1, class)` for each maximal needed piece in `[from, end)` (`from` the start of
+/// a piece, `end` the end of one) until it returns false.
+fn each_needed(
+    target: &dyn Target,
+    default: Action,
+    (from, end): (u64, u64),
+    mut f: impl FnMut(u64, u64, Class) -> bool,
+) {
+    let mut x = from;
+    let mut current: Option<(u64, Class)> = None;
+    while x < end {
+        let (intent, next) = target.piece(x as u32);
+        let class = Class::of_piece(intent, default);
+        match current {
+            Some((_, c)) if c == class => {}
+            Some((p0, c)) => {
+                if c != Class::Free && !f(p0, x, c) {
+                    return;
+                }
+                current = Some((x, class));
+            }
+            None => current = Some((x, class)),
+        }
+        x = next.min(end);
+    }
+    if let Some((p0, c)) = current.filter(|&(_, c)| c != Class::Free) {
+        f(p0, end, c);
+    }
+}
+
+/// The bound the refining search prunes with (module docs, "Pruning"): the relaxed cost of the
+/// rest of the cluster after each needed piece, for each set held on it, kept for the first
+/// piece of each of up to [`BLOCKS`] blocks and for every piece of the block the search is in
+/// (recomputed from the next block's when the search enters a block). About 16 KiB.
+struct Suffix {
+    /// The ranges pruned against (the relaxation's bound, or a packing's): states that need
+    /// more are dropped.
+    most: u32,
+    /// Where the cluster's needed MSRs end.
+    end: u64,
+    /// Pieces per block, and blocks.
+    per_block: usize,
+    blocks: usize,
+    /// Per block: its first piece's start and the end of the piece before it.
+    starts: [(u32, u32); BLOCKS],
+    /// Per block: the relaxed cost from its first piece on, per set held before it.
+    entry: [[u32; 8]; BLOCKS + 1],
+    /// The pieces of the block loaded, and the relaxed cost after each, per set held on it.
+    pieces: [(u32, u32, Class); BLOCK],
+    after: [[u32; 8]; BLOCK],
+    loaded: usize,
+    /// Pieces the search has entered, and the one it is in.
+    count: usize,
+    current: usize,
+}
+
+impl Suffix {
+    fn new(most: u32) -> Suffix {
+        Suffix {
+            most,
+            end: 0,
+            per_block: 1,
+            blocks: 0,
+            starts: [(0, 0); BLOCKS],
+            entry: [[0; 8]; BLOCKS + 1],
+            pieces: [(0, 0, Class::Free); BLOCK],
+            after: [[0; 8]; BLOCK],
+            loaded: usize::MAX,
+            count: 0,
+            current: 0,
+        }
+    }
+
+    /// Computes the bounds of the cluster of needed MSRs in `[first, end)`, from its last piece
+    /// to its first; false if it has more pieces than the blocks hold.
+    fn prepare(
+        &mut self,
+        target: &dyn Target,
+        default: Action,
+        (first, end): (u64, u64),
+        geo: Geometry,
+    ) -> bool {
+        let mut n = 0usize;
+        each_needed(target, default, (first, end), |_, _, _| {
+            n += 1;
+            true
+        });
+        let per_block = n.div_ceil(BLOCKS).max(1);
+        if per_block > BLOCK || end > u64::from(u32::MAX) {
+            return false;
+        }
+        (self.end, self.per_block, self.blocks) = (end, per_block, n.div_ceil(per_block));
+        let (mut i, mut before) = (0, first);
+        let starts = &mut self.starts;
+        each_needed(target, default, (first, end), |p0, p1, _| {
+            if i % per_block == 0 {
+                starts[i / per_block] = (p0 as u32, before as u32);
+            }
+            (i, before) = (i + 1, p1);
+            true
+        });
+        self.entry[self.blocks] = [0; 8];
+        for block in (0..self.blocks).rev() {
+            self.load(block, target, default, geo);
+        }
+        self.count = 0;
+        true
+    }
+
+    /// Loads block `block`'s pieces and their bounds, from the next block's, and sets its own.
+    fn load(&mut self, block: usize, target: &dyn Target, default: Action, geo: Geometry) {
+        let (start, before) = self.starts[block];
+        let (per_block, pieces) = (self.per_block, &mut self.pieces);
+        let mut k = 0;
+        each_needed(
+            target,
+            default,
+            (u64::from(start), self.end),
+            |p0, p1, c| {
+                pieces[k] = (p0 as u32, p1 as u32, c);
+                k += 1;
+                k < per_block
+            },
+        );
+        let mut e = self.entry[block + 1];
+        for i in (0..k).rev() {
+            self.after[i] = e;
+            let (p0, p1, class) = self.pieces[i];
+            let gap_from = if i == 0 { before } else { self.pieces[i - 1].1 };
+            e = relax_piece(&e, u64::from(p0 - gap_from), u64::from(p1 - p0), class, geo);
+        }
+        self.entry[block] = e;
+        self.loaded = block;
+    }
+
+    /// The search enters the next needed piece, `[p0, p1)`.
+    fn enter(&mut self, (p0, p1): (u64, u64), target: &dyn Target, default: Action, geo: Geometry) {
+        let i = self.count;
+        self.count += 1;
+        let block = i / self.per_block;
+        if block != self.loaded {
+            self.load(block, target, default, geo);
+        }
+        self.current = i % self.per_block;
+        debug_assert!(self.pieces[self.current].0 == p0 as u32);
+        debug_assert!(self.pieces[self.current].1 == p1 as u32);
+    }
+
+    /// Whether every packing through `key` at change point `at` of the current piece needs more
+    /// than [`most`](Self::most) ranges: its closed ranges, its open runs as far as they reach
+    /// (a range each for the part past the last multiple of `L`, weighed as a relaxed run) and
+    /// the relaxed cost of the rest, rounded up (module docs, "Pruning").
+    fn cannot_reach(&self, key: &Key, at: u64, geo: Geometry) -> bool {
+        let l = u64::from(geo.max_nmsrs);
+        let (open, cover) = (PRUNE_A * l, PRUNE_SCALE - PRUNE_A);
+        let unit = PRUNE_SCALE * l;
+        let (_, p1, class) = self.pieces[self.current];
+        let (p1, row) = (u64::from(p1), &self.after[self.current]);
+        let mut v = u64::from(key.cost.ranges).saturating_mul(unit);
+        for f in 0..3 {
+            if key.open & (1 << f) != 0 {
+                let d = at - key.starts[f].at();
+                let whole = d.div_ceil(l) - 1;
+                v = v.saturating_add(whole * unit + open + cover * (d - whole * l));
+            }
+        }
+        let rest = if at == p1 {
+            u64::from(row[usize::from(key.open)])
+        } else {
+            let mut least = u64::MAX;
+            for set in 1..8u8 {
+                if class.allows(set) {
+                    let c = open * u64::from((set & !key.open).count_ones())
+                        + cover * u64::from(set.count_ones()) * (p1 - at)
+                        + u64::from(row[usize::from(set)]);
+                    least = least.min(c);
+                }
+            }
+            least
+        };
+        v.saturating_add(rest) > u64::from(self.most).saturating_mul(unit)
+    }
+}
+
+/// Searches the cluster again (it ends at `end`), pruning the states that need more than
+/// `most` ranges (module docs, "Pruning"); stops as soon as a layer overflows. Returns the
+/// cheapest packing found if that search stayed exact (then `c.exact` is true, and the packing
+/// is minimal if it has at most `most` ranges; if it has more, every packing does), else
+/// nothing (`c.exact` is false). A frame of its own: the
+/// bound's tables are only on the stack while it runs.
+#[inline(never)]
+fn refine(
+    c: &mut Cluster,
+    target: &dyn Target,
+    default: Action,
+    end: u64,
+    geo: Geometry,
+    most: u32,
+) -> Option<(Cost, heapless::Vec<Run, MAX_RANGES>)> {
+    let mut suffix = Suffix::new(most);
+    if !suffix.prepare(target, default, (c.first, end), geo) {
+        return None;
+    }
+    let (first, cluster_end) = (c.first, c.end);
+    c.reset(first, cluster_end, true);
+    each_needed(target, default, (first, end), |p0, p1, class| {
+        suffix.enter((p0, p1), target, default, geo);
+        c.needed(p0, p1, class, geo, Some(&suffix));
+        c.exact
+    });
+    c.exact.then(|| c.finish(end, geo))
+}
+
+/// The cheapest packing of a cluster (ending at `end`) whose first search, which stops when
+/// a layer overflows, has seen all its pieces; and a proven lower bound on its ranges. If that
+/// search is exact, its answer. Else (module docs, "Pruning") a search pruned against the
+/// relaxation's bound `B`, which is exact and finds a packing of `B` ranges when the cluster
+/// needs no more and no layer overflows; else the whole search, keeping the cheapest states
+/// when a layer overflows, and a search pruned against the packing it finds. `c.exact` says
+/// whether the answer is proven minimal.
+fn settle(
+    c: &mut Cluster,
+    (target, default): (&dyn Target, Action),
+    end: u64,
+    geo: Geometry,
+    check_refine: bool,
+) -> (Cost, heapless::Vec<Run, MAX_RANGES>, u32) {
+    if c.exact {
+        let (cost, runs) = c.finish(end, geo);
+        if check_refine {
+            let refined = refine(c, target, default, end, geo, cost.ranges).map(|r| r.0);
+            assert_eq!(refined, Some(cost), "the pruned search lost the minimum");
+            // Against one range fewer it finds no packing within that many.
+            if let Some(fewer) = cost.ranges.checked_sub(1) {
+                let refined = refine(c, target, default, end, geo, fewer);
+                assert!(
+                    refined.is_some_and(|r| r.0.ranges > fewer),
+                    "the pruned search found fewer ranges than the minimum"
+                );
+            }
+        }
+        return (cost, runs, cost.ranges);
+    }
+    let (first, cluster_end) = (c.first, c.end);
+    let bound = cluster_bound(target, default, (first, end), geo, u32::MAX);
+    let mut lower = bound;
+    match refine(c, target, default, end, geo, bound) {
+        Some((cost, runs)) if cost.ranges <= bound => return (cost, runs, cost.ranges),
+        // Exact, and nothing within `bound` ranges: the cluster needs more.
+        Some(_) => lower = bound.saturating_add(1),
+        None => {}
+    }
+    c.reset(first, cluster_end, false);
+    each_needed(target, default, (first, end), |p0, p1, class| {
+        c.needed(p0, p1, class, geo, None);
+        true
+    });
+    let (mut cost, mut runs) = c.finish(end, geo);
+    if !c.exact && cost.ranges > bound {
+        if let Some(refined) = refine(c, target, default, end, geo, cost.ranges) {
+            // The refined search is exact: it cannot find a dearer packing.
+            debug_assert!(refined.0 <= cost);
+            if refined.0 <= cost {
+                (cost, runs) = refined;
+            }
+        }
+    }
+    (cost, runs, if c.exact { cost.ranges } else { lower })
 }
 
 /// Units of the relaxation's weight `lambda` (see the module docs): `lambda = a / SCALE`.
@@ -953,6 +1318,29 @@ fn lower_bound(target: &dyn Target, geo: Geometry, default: Action, ends: &mut E
 /// already exceeds `give_up` ranges, the search is skipped: the solution then has that bound as
 /// its count, no runs, and `searched == false`.
 pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up: u32) -> Solution {
+    solve_checked(target, geo, default, give_up, false)
+}
+
+/// [`solve`], for the tests: with `check_refine`, every cluster the search solves exactly is
+/// searched again with pruning against its own minimum count of ranges (the tightest a found
+/// packing can make it), which must stay exact and find the same cost, and against one range
+/// fewer, which must stay exact and find nothing within it, or this panics.
+#[cfg(test)]
+pub(crate) fn solve_checking_refine(
+    target: &dyn Target,
+    geo: Geometry,
+    default: Action,
+) -> Solution {
+    solve_checked(target, geo, default, u32::MAX, true)
+}
+
+fn solve_checked(
+    target: &dyn Target,
+    geo: Geometry,
+    default: Action,
+    give_up: u32,
+    check_refine: bool,
+) -> Solution {
     let mut ends = Ends::new();
     let bound = lower_bound(target, geo, default, &mut ends);
     let lower = u32::try_from(bound).unwrap_or(u32::MAX);
@@ -983,15 +1371,11 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
     // The proven lower bounds of the clusters: the cost of those the search solved exactly, the
     // relaxation's bound for the others.
     let mut proven = 0u64;
-    let finish = |c: &Cluster, end: u64, total: &mut Solution, proven: &mut u64| {
-        let (cost, runs) = c.finish(end, geo);
+    let finish = |c: &mut Cluster, end: u64, total: &mut Solution, proven: &mut u64| {
+        let (cost, runs, lower) = settle(c, (target, default), end, geo, check_refine);
         total.cost = total.cost.plus(cost);
         total.exact &= c.exact;
-        *proven += u64::from(if c.exact {
-            cost.ranges
-        } else {
-            cluster_bound(target, default, (c.first, end), geo, cost.ranges)
-        });
+        *proven += u64::from(lower);
         for run in runs {
             let _ = total.runs.push(run);
         }
@@ -1001,7 +1385,7 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
             return;
         }
         if active && p0 - last_need_end >= limit {
-            finish(&cluster, last_need_end, &mut total, &mut proven);
+            finish(&mut cluster, last_need_end, &mut total, &mut proven);
             active = false;
         }
         if !active {
@@ -1009,15 +1393,15 @@ pub(crate) fn solve(target: &dyn Target, geo: Geometry, default: Action, give_up
                 Some(&end) if ends.len() < ends.capacity() => end,
                 _ => cluster_end(target, default, p0, limit),
             };
-            cluster.reset(p0, end);
+            cluster.reset(p0, end, true);
             clusters += 1;
             active = true;
         }
-        cluster.needed(p0, p1, class, geo);
+        cluster.needed(p0, p1, class, geo, None);
         last_need_end = p1;
     });
     if active {
-        finish(&cluster, last_need_end, &mut total, &mut proven);
+        finish(&mut cluster, last_need_end, &mut total, &mut proven);
     }
     total.lower = total.lower.max(u32::try_from(proven).unwrap_or(u32::MAX));
     if total.cost.ranges == 0 && default == Action::Deny {
