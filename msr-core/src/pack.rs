@@ -31,11 +31,10 @@
 //! again dropping the states a proven bound shows need more ranges than a lower bound, then
 //! than a packing found (a frame of its own too, about 16 KiB for the bound's tables); the
 //! result is minimal unless those searches overflow as well or a cluster spends its budget of
-//! change points. Then the
-//! filter is still exact but [`Packed::proven_minimal`] is false (a lower bound from a
-//! relaxation of such a cluster, see `solve`'s docs, may still prove the number of ranges
-//! minimal, which a [`PackError::TooManyRanges`] reports as [`Needed::Exact`]). Each range is then shrunk to the
-//! MSRs where it is needed (the tightest of equally cheap filters), a READ|WRITE range whose
+//! change points. Then the filter is still exact but [`Packed::proven_minimal`] is false (a
+//! lower bound from a relaxation of such a cluster, see `solve`'s docs, may still prove the
+//! number of ranges minimal, which a [`PackError::TooManyRanges`] reports as
+//! [`Needed::Exact`]). Each range is then shrunk to the MSRs where it is needed (the tightest of equally cheap filters), a READ|WRITE range whose
 //! reads (or writes) single ranges already decide is narrowed, so that packed filters carry no
 //! [lint](Filter::lints), and the filter is checked against the rules at every boundary before
 //! it is returned.
