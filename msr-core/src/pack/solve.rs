@@ -112,8 +112,9 @@
 //! them has a future no dearer, so it is not dropped either (dominance and the rest of the
 //! program are unchanged). So it finds the minimum when the minimum has at most `R` ranges, and
 //! when it finds none within `R`, the cluster needs more. Otherwise the whole search runs,
-//! keeping the cheapest states when a layer overflows, and then a search pruned against the
-//! ranges of the packing it found (the minimum has no more, so the same argument applies). A
+//! keeping the cheapest states when a layer overflows, and then, if that packing has more than
+//! `R` ranges, a search pruned against its ranges (the minimum has no more, so the same
+//! argument applies; with `R` or fewer it would repeat the first pruned search). A
 //! pruned search stops at its first overflow; the packing found then stands, unproven.
 //!
 //! The bound of a state at change point `x`, weighed with `lambda` (any in `[0, 1]` is sound;
@@ -1161,6 +1162,9 @@ fn settle(
             debug_assert!(refined.0 <= cost);
             if refined.0 <= cost {
                 (cost, runs) = refined;
+            } else {
+                // Only an unsound bound gets here: then nothing is proven.
+                c.exact = false;
             }
         }
     }
