@@ -45,6 +45,9 @@ use crate::abi::{self, MAX_NMSRS, MAX_RANGES};
 use crate::policy::{Policy, PolicyView};
 use crate::{Access, AccessType, Action, Filter, Rule};
 
+#[cfg(test)]
+#[path = "../tests/shapes/mod.rs"]
+mod shapes;
 mod solve;
 mod sweep;
 
@@ -1084,35 +1087,21 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
-        /// Span limit binding (ranges of at most 4 MSRs in 12), 2 MSRs per bitmap word.
+        /// The relaxation's bound and the search pruned by it, on the same policies. Span limit
+        /// binding (ranges of at most 4 MSRs in 12), 2 MSRs per bitmap word.
         #[test]
-        fn relaxed_bound_is_sound_with_split_ranges(policy in small_policy(12, 8)) {
+        fn bound_and_pruning_are_sound_with_split_ranges(policy in small_policy(12, 8)) {
             let geo = Geometry { max_nmsrs: 4, word_bits: 2, word_bytes: 1 };
             check_relaxed_bound(&policy, 12, geo, 0);
-        }
-
-        /// Ranges of at most 2 MSRs: the bound's coverage term weighs most.
-        #[test]
-        fn relaxed_bound_is_sound_with_tiny_ranges(policy in small_policy(10, 8)) {
-            let geo = Geometry { max_nmsrs: 2, word_bits: 1, word_bytes: 1 };
-            check_relaxed_bound(&policy, 10, geo, 0);
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
-
-        /// Span limit binding (ranges of at most 4 MSRs in 12), 2 MSRs per bitmap word.
-        #[test]
-        fn pruning_keeps_the_minimum_with_split_ranges(policy in small_policy(12, 8)) {
-            let geo = Geometry { max_nmsrs: 4, word_bits: 2, word_bytes: 1 };
             check_refined(&policy, 12, geo, 0);
         }
 
-        /// Ranges of at most 2 MSRs, one MSR per word: many runs, each cut often.
+        /// Ranges of at most 2 MSRs, one MSR per word: the bound's coverage term weighs most,
+        /// and runs are cut often.
         #[test]
-        fn pruning_keeps_the_minimum_with_tiny_ranges(policy in small_policy(10, 8)) {
+        fn bound_and_pruning_are_sound_with_tiny_ranges(policy in small_policy(10, 8)) {
             let geo = Geometry { max_nmsrs: 2, word_bits: 1, word_bytes: 1 };
+            check_relaxed_bound(&policy, 10, geo, 0);
             check_refined(&policy, 10, geo, 0);
         }
     }
@@ -1120,19 +1109,14 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
-        /// Against the exhaustive search too (fewer MSRs, fewer ranges).
+        /// Against the exhaustive search too (fewer MSRs, fewer ranges): the bound is below
+        /// its minimum and the pruned search finds it.
         #[test]
-        fn pruned_minimum_is_the_exhaustive_minimum(policy in small_policy(8, 6)) {
-            let geo = Geometry { max_nmsrs: 3, word_bits: 1, word_bytes: 1 };
-            check_refined(&policy, 8, geo, 3);
-        }
-
-        /// Against the exhaustive search too (fewer MSRs, fewer ranges).
-        #[test]
-        fn relaxed_bound_is_below_the_exhaustive_minimum(policy in small_policy(8, 6)) {
+        fn bound_and_pruning_meet_the_exhaustive_minimum(policy in small_policy(8, 6)) {
             // The search's cost model needs whole words per range (see `Geometry`).
             let geo = Geometry { max_nmsrs: 3, word_bits: 1, word_bytes: 1 };
             check_relaxed_bound(&policy, 8, geo, 3);
+            check_refined(&policy, 8, geo, 3);
         }
     }
 
@@ -1443,64 +1427,13 @@ mod relaxation_at_kernel_scale {
     use super::*;
     use std::vec::Vec;
 
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
-
-    /// Over `span` MSRs: `A` read-only and write-only single MSRs alternating, 1 to 3 apart;
-    /// `B` runs of 1 to 100 MSRs of any access, 0 to 39 apart; `C` read-only or write-only
-    /// single MSRs, 1 in 10 a run of 20 to 219, 1 to 3 apart.
+    /// Shape A, B or C of `tests/shapes` over `span` MSRs.
     fn shape(kind: char, seed: u64, span: u32) -> Vec<Rule> {
-        let base = 0x20_0000u32;
-        let mut rules = Vec::new();
-        let mut at = base;
         match kind {
-            'A' => {
-                let mut rng = Rng((seed * 7919) | 1);
-                while at < base + span {
-                    let access = if rules.len() % 2 == 0 {
-                        Access::READ
-                    } else {
-                        Access::WRITE
-                    };
-                    rules.push(Rule::single(at, access, Action::Deny));
-                    at += 1 + rng.below(3) as u32;
-                }
-            }
-            'B' => {
-                let mut rng = Rng((seed * 104_729) | 1);
-                while at < base + span {
-                    let len = 1 + rng.below(100) as u32;
-                    let access = Access::from_bits_truncate(1 + rng.below(3) as u32);
-                    rules.push(Rule::new(at, at + len - 1, access, Action::Deny));
-                    at += len + rng.below(40) as u32;
-                }
-            }
-            _ => {
-                let mut rng = Rng((seed * 15_485_863) | 1);
-                while at < base + span {
-                    let len = if rng.below(10) == 0 {
-                        20 + rng.below(200) as u32
-                    } else {
-                        1
-                    };
-                    let access = if rng.below(2) == 0 {
-                        Access::READ
-                    } else {
-                        Access::WRITE
-                    };
-                    rules.push(Rule::new(at, at + len - 1, access, Action::Deny));
-                    at += len + 1 + rng.below(3) as u32;
-                }
-            }
+            'A' => shapes::alternating(seed, span),
+            'B' => shapes::mixed_runs(seed, span),
+            _ => shapes::sparse_runs(seed, span),
         }
-        rules
     }
 
     /// Where the search is exact (clusters of 0x5000 MSRs), the relaxation's bound is at most

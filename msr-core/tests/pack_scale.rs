@@ -7,6 +7,9 @@ use msr_filter_core::{
 };
 use proptest::prelude::*;
 
+mod shapes;
+use shapes::{alternating, mixed_runs, Rng};
+
 const L: u32 = msr_filter_core::abi::MAX_NMSRS;
 
 fn pack(default: Action, rules: &[Rule]) -> Result<Packed, PackError> {
@@ -83,20 +86,6 @@ fn check_everywhere(default: Action, rules: &[Rule], filter: &Filter) {
         }
     }
     assert!(filter.lints().is_empty(), "{:?}", filter.lints());
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 /// Cluster bases, far apart (gaps much wider than one range).
@@ -373,24 +362,6 @@ fn pieces_of_one_msr_spend_no_budget() {
     check_everywhere(Action::Allow, &rules, &packed.filter);
 }
 
-/// Read-only and write-only single MSRs alternating, 1 to 3 MSRs apart, over `span` MSRs.
-fn alternating(seed: u64, span: u32) -> Vec<Rule> {
-    let base = 0x20_0000u32;
-    let mut rng = Rng((seed * 7919) | 1);
-    let mut rules = Vec::new();
-    let mut at = base;
-    while at < base + span {
-        let access = if rules.len() % 2 == 0 {
-            Access::READ
-        } else {
-            Access::WRITE
-        };
-        rules.push(Rule::single(at, access, Action::Deny));
-        at += 1 + rng.below(3) as u32;
-    }
-    rules
-}
-
 /// Alternating read-only and write-only MSRs, 1 to 3 MSRs apart, over 0x5000 MSRs: at some
 /// change points 109 to 140 states are incomparable (runs of the same families started at
 /// different points, each cheaper in some futures), more than a layer held when it held 96
@@ -406,21 +377,6 @@ fn alternating_reads_and_writes_over_more_than_one_range_are_proven_minimal() {
         // the read-only and write-only MSRs alternate, 1 to 3 MSRs apart).
         assert_eq!(packed.filter.range_count(), 4, "seed {seed}");
     }
-}
-
-/// Runs of 1 to 100 MSRs of random access, 0 to 39 MSRs apart, over `span` MSRs.
-fn mixed_runs(seed: u64, span: u32) -> Vec<Rule> {
-    let base = 0x20_0000u32;
-    let mut rng = Rng((seed * 104_729) | 1);
-    let mut rules = Vec::new();
-    let mut at = base;
-    while at < base + span {
-        let len = 1 + rng.below(100) as u32;
-        let access = Access::from_bits_truncate(1 + rng.below(3) as u32);
-        rules.push(Rule::new(at, at + len - 1, access, Action::Deny));
-        at += len + rng.below(40) as u32;
-    }
-    rules
 }
 
 /// Runs of mixed access over 0x5000 MSRs need up to 186 incomparable states at some change
