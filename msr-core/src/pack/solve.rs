@@ -815,25 +815,10 @@ impl Cluster {
 
 /// Calls `f(p0, p1, class)` for each maximal piece of one class, in order.
 fn pieces(target: &dyn Target, default: Action, mut f: impl FnMut(u64, u64, Class)) {
-    let end = target.end();
-    let mut start = 0u64;
-    let mut current: Option<(u64, Class)> = None;
-    while start < end {
-        let (intent, next) = target.piece(start as u32);
-        let class = Class::of_piece(intent, default);
-        match current {
-            Some((_, c)) if c == class => {}
-            Some((p0, c)) => {
-                f(p0, start, c);
-                current = Some((start, class));
-            }
-            None => current = Some((start, class)),
-        }
-        start = next;
-    }
-    if let Some((p0, c)) = current {
-        f(p0, end, c);
-    }
+    each_piece(target, default, (0, target.end()), |p0, p1, class| {
+        f(p0, p1, class);
+        true
+    });
 }
 
 /// The end of the last needed MSR of the cluster whose first needed MSR is `p0`.
@@ -903,6 +888,19 @@ fn relax_piece(next: &[u32; 8], gap: u64, len: u64, class: Class, geo: Geometry)
 fn each_needed(
     target: &dyn Target,
     default: Action,
+    span: (u64, u64),
+    mut f: impl FnMut(u64, u64, Class) -> bool,
+) {
+    each_piece(target, default, span, |p0, p1, class| {
+        class == Class::Free || f(p0, p1, class)
+    });
+}
+
+/// Calls `f(p0, p1, class)` for each maximal piece of one class in `[from, end)` (`from` the
+/// start of a piece), in order, until it returns false.
+fn each_piece(
+    target: &dyn Target,
+    default: Action,
     (from, end): (u64, u64),
     mut f: impl FnMut(u64, u64, Class) -> bool,
 ) {
@@ -914,7 +912,7 @@ fn each_needed(
         match current {
             Some((_, c)) if c == class => {}
             Some((p0, c)) => {
-                if c != Class::Free && !f(p0, x, c) {
+                if !f(p0, x, c) {
                     return;
                 }
                 current = Some((x, class));
@@ -923,7 +921,7 @@ fn each_needed(
         }
         x = next.min(end);
     }
-    if let Some((p0, c)) = current.filter(|&(_, c)| c != Class::Free) {
+    if let Some((p0, c)) = current {
         f(p0, end, c);
     }
 }
