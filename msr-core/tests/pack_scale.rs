@@ -433,19 +433,3 @@ fn three_wide_mixed_clusters_need_exactly_18_ranges() {
         .to_string()
         .starts_with("the policy needs 18 kernel ranges"));
 }
-
-/// The second, pruned search (`solve`'s docs, "Pruning") keeps its bound's tables on the stack
-/// beside the search's states: packing a cluster that takes that path fits the stack
-/// `msr-ffi` documents for packing (256 KiB, 512 KiB with debug assertions).
-#[test]
-fn the_pruned_search_fits_the_documented_stack() {
-    let kib = if cfg!(debug_assertions) { 512 } else { 256 };
-    let rules = mixed_runs(1, 0x8000);
-    let packed = std::thread::Builder::new()
-        .stack_size(kib * 1024)
-        .spawn(move || pack(Action::Allow, &rules).map(|p| p.proven_minimal))
-        .unwrap()
-        .join()
-        .unwrap();
-    assert_eq!(packed, Ok(true));
-}
