@@ -252,9 +252,7 @@ fn resolve(
     if page_first < x2apic_end && x2apic_first < page_end {
         let from = x2apic_first.max(page_first) - page_first;
         let to = x2apic_end.min(page_end) - page_first;
-        for bit in from..to {
-            bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
-        }
+        super::set_bits(&mut bitmap, from as u32, to as u32);
     }
     bitmap
 }
