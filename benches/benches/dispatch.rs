@@ -44,43 +44,25 @@ fn dispatch(c: &mut Criterion) {
                 })
             })
         });
-        group.bench_with_input(BenchmarkId::new("ours", n), &probes, |b, probes| {
-            b.iter(|| {
-                complete_all(probes, |e| {
-                    black_box(black_box(ours).dispatch(0, e));
-                })
-            })
-        });
-        let uncounted = &setup.uncounted;
-        group.bench_with_input(
-            BenchmarkId::new("ours_uncounted", n),
-            &probes,
-            |b, probes| {
+        // One closure per dispatcher type: the counted and uncounted runs share machine code.
+        for (name, dispatcher) in [("ours", ours), ("ours_uncounted", &setup.uncounted)] {
+            group.bench_with_input(BenchmarkId::new(name, n), &probes, |b, probes| {
                 b.iter(|| {
                     complete_all(probes, |e| {
-                        black_box(black_box(uncounted).dispatch(0, e));
+                        black_box(black_box(dispatcher).dispatch(0, e));
                     })
                 })
-            },
-        );
-        group.bench_with_input(BenchmarkId::new("linear_scan", n), &probes, |b, probes| {
-            b.iter(|| {
-                complete_all(probes, |e| {
-                    black_box(black_box(linear).dispatch(0, e));
-                })
-            })
-        });
-        group.bench_with_input(
-            BenchmarkId::new("linear_scan_counted", n),
-            &probes,
-            |b, probes| {
+            });
+        }
+        for (name, dispatcher) in [("linear_scan", linear), ("linear_scan_counted", counted)] {
+            group.bench_with_input(BenchmarkId::new(name, n), &probes, |b, probes| {
                 b.iter(|| {
                     complete_all(probes, |e| {
-                        black_box(black_box(counted).dispatch(0, e));
+                        black_box(black_box(dispatcher).dispatch(0, e));
                     })
                 })
-            },
-        );
+            });
+        }
     }
     group.finish();
 }
