@@ -1128,7 +1128,9 @@ fn settle(
         if check_refine {
             let refined = refine(c, target, default, end, geo, cost.ranges).map(|r| r.0);
             assert_eq!(refined, Some(cost), "the pruned search lost the minimum");
-            // Against one range fewer it finds no packing within that many.
+            // Against one range fewer it finds no packing within that many, and does not
+            // overflow. (This exercises the search with most states dropped; only the check
+            // against the minimum above catches a bound that drops too much.)
             if let Some(fewer) = cost.ranges.checked_sub(1) {
                 let refined = refine(c, target, default, end, geo, fewer);
                 assert!(
