@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit};
 
-use crate::lookup::{Count, HandlerIndex, ShardedCounters, Span};
+use crate::lookup::{Count, HandlerIndex, HandlerTable, ShardedCounters, Span};
 use msr_filter_core::{
     abi, names, Access, AccessType, Action, Filter, PackError, PolicyError, PolicyView, Rule,
 };
@@ -332,7 +332,7 @@ impl DispatcherBuilder {
             counters: self
                 .exit_counters
                 .then(|| ShardedCounters::new(entries.len(), self.vcpus)),
-            handlers: entries.iter().map(|e| Arc::clone(&e.handler)).collect(),
+            handlers: HandlerTable::new(entries.iter().map(|e| Arc::clone(&e.handler))),
             entries,
             index,
             unknown: self.unknown,
@@ -520,7 +520,7 @@ pub struct Dispatcher {
     /// Sorted by `first`.
     entries: Vec<Entry>,
     /// The entries' handlers, densely (the hot path reads only these).
-    handlers: Box<[Arc<dyn MsrHandler>]>,
+    handlers: HandlerTable,
     /// Per access type (read, write): which entry takes an MSR.
     index: [HandlerIndex; 2],
     /// Per entry and vCPU: reads, writes, faults; `None` when not counted.
@@ -606,9 +606,15 @@ impl Dispatcher {
         };
         match self.entry(ctx.index, access) {
             Some(k) => {
-                let result = call_handler(&*self.handlers[k], ctx, write);
+                // Counted before the call: nothing of the count stays live across it.
                 if let Some(counters) = &self.counters {
-                    counters.add(ctx.vcpu, k, write.is_some(), result.is_ok());
+                    counters.add_exit(ctx.vcpu, k, write.is_some());
+                }
+                let result = call_handler(self.handlers.get(k), ctx, write);
+                if result.is_err() {
+                    if let Some(counters) = &self.counters {
+                        counters.add_fault(ctx.vcpu, k);
+                    }
                 }
                 result
             }
