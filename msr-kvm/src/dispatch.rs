@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use kvm_ioctls::{MsrExitReason, VcpuExit};
 
-use crate::lookup::{Count, HandlerIndex, HandlerTable, ShardedCounters, Span};
+use crate::lookup::{Count, HandlerIndex, HandlerValues, ShardedCounters, Span};
 use msr_filter_core::{
     abi, names, Access, AccessType, Action, Filter, PackError, PolicyError, PolicyView, Rule,
 };
@@ -332,7 +332,7 @@ impl DispatcherBuilder {
             counters: self
                 .exit_counters
                 .then(|| ShardedCounters::new(entries.len(), self.vcpus)),
-            handlers: HandlerTable::new(entries.iter().map(|e| Arc::clone(&e.handler))),
+            handlers: HandlerValues::new(entries.iter().map(|e| Arc::clone(&e.handler))),
             entries,
             index,
             unknown: self.unknown,
@@ -520,7 +520,7 @@ pub struct Dispatcher {
     /// Sorted by `first`.
     entries: Vec<Entry>,
     /// The entries' handlers, densely (the hot path reads only these).
-    handlers: HandlerTable,
+    handlers: HandlerValues,
     /// Per access type (read, write): which entry takes an MSR.
     index: [HandlerIndex; 2],
     /// Per entry and vCPU: reads, writes, faults; `None` when not counted.

@@ -1,5 +1,5 @@
 //! The dispatcher's hot structures: which handler takes an access to an MSR
-//! ([`HandlerIndex`]), the handlers themselves as a call needs them ([`HandlerTable`]), and exit
+//! ([`HandlerIndex`]), the handlers themselves as a call needs them ([`HandlerValues`]), and exit
 //! counters that vCPU threads update without sharing a cache line ([`ShardedCounters`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -178,28 +178,28 @@ impl HandlerIndex {
 /// Calling through an `Arc<dyn MsrHandler>` first finds the value inside the `Arc`'s allocation,
 /// at an offset that depends on the value's alignment, which only the vtable knows: one more
 /// load, which the call waits on, per exit. The address taken once at build time skips it
-/// (measured at 4,096 handlers: 0.5 ns of 5.8 per exit; `BENCHMARKS.md`).
-pub(crate) struct HandlerTable {
-    /// Owns the values `values` points at; never changed after [`HandlerTable::new`].
+/// (measured at 4,096 handlers: about 0.5 ns of the 6.5 an exit took; `BENCHMARKS.md`).
+pub(crate) struct HandlerValues {
+    /// Owns the values `values` points at; never changed after [`HandlerValues::new`].
     arcs: Box<[Arc<dyn MsrHandler>]>,
     /// `values[k] == Arc::as_ptr(&arcs[k])`.
     values: Box<[*const dyn MsrHandler]>,
 }
 
-// SAFETY: a `HandlerTable` is its `Arc`s plus pointers to their values. Sending it sends the
+// SAFETY: a `HandlerValues` is its `Arc`s plus pointers to their values. Sending it sends the
 // `Arc`s, which are `Send` because `MsrHandler: Send + Sync`; the pointers are only ever turned
-// into `&dyn MsrHandler` borrowed from the table (`get`).
-unsafe impl Send for HandlerTable {}
-// SAFETY: shared, the table only hands out `&dyn MsrHandler`, which is `Send` because
+// into `&dyn MsrHandler` borrowed from it (`get`).
+unsafe impl Send for HandlerValues {}
+// SAFETY: shared, it only hands out `&dyn MsrHandler`, which is `Send` because
 // `MsrHandler: Sync`; nothing in it is written after `new`.
-unsafe impl Sync for HandlerTable {}
+unsafe impl Sync for HandlerValues {}
 
-impl HandlerTable {
-    /// The table of `handlers`, in order: position `k` is `handlers[k]`.
-    pub fn new(handlers: impl IntoIterator<Item = Arc<dyn MsrHandler>>) -> HandlerTable {
+impl HandlerValues {
+    /// The values of `handlers`, in order: position `k` is `handlers[k]`.
+    pub fn new(handlers: impl IntoIterator<Item = Arc<dyn MsrHandler>>) -> HandlerValues {
         let arcs: Box<[Arc<dyn MsrHandler>]> = handlers.into_iter().collect();
         let values = arcs.iter().map(Arc::as_ptr).collect();
-        HandlerTable { arcs, values }
+        HandlerValues { arcs, values }
     }
 
     /// The handler at position `k`.
@@ -462,13 +462,13 @@ mod tests {
     }
 
     /// Each position calls its own handler, from another thread too, and the values stay alive
-    /// as long as the table, whoever else held their `Arc`s.
+    /// as long as the `HandlerValues`, whoever else held their `Arc`s.
     #[test]
-    fn the_handler_table_calls_each_position_s_own_handler() {
+    fn handler_values_call_each_position_s_own_handler() {
         use crate::handlers::Constant;
         use crate::MsrContext;
         use kvm_ioctls::MsrExitReason;
-        let table = HandlerTable::new(
+        let table = HandlerValues::new(
             (0..100u64).map(|k| Arc::new(Constant::new(k * 3)) as Arc<dyn MsrHandler>),
         );
         let ctx = MsrContext {
