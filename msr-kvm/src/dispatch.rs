@@ -248,7 +248,7 @@ impl DispatcherBuilder {
     }
 
     /// Whether to count each handler's exits (default: yes). The counts cost one memory write
-    /// per handled exit (0.5 to 1.05 ns measured, see `BENCHMARKS.md`) and about 24 bytes per
+    /// per handled exit (0.1 to 0.6 ns measured, see `BENCHMARKS.md`) and about 24 bytes per
     /// handler per vCPU; a VMM that keeps statistics of its own can turn them off, and then
     /// [`Dispatcher::handler_stats`] reports 0 reads, writes and faults. Exits no handler takes
     /// are counted either way ([`Dispatcher::route_stats`]), and the guest gets #GP for them
