@@ -31,8 +31,9 @@
 //! again dropping the states a proven bound shows need more ranges than a lower bound, then
 //! than a packing found (a frame of its own too, about 16 KiB for the bound's tables); the
 //! result is minimal unless those searches overflow as well or a cluster spends its budget of
-//! change points. Then the filter is still exact but [`Packed::proven_minimal`] is false (a
-//! lower bound from a relaxation of such a cluster, see `solve`'s docs, may still prove the
+//! change points. Then the filter is still exact but [`Packed::proven_minimal`] is false (lower
+//! bounds of such a cluster, a relaxation and one that keeps each run's rounding to whole
+//! ranges, see `solve`'s docs, may still prove the
 //! number of ranges minimal, which a [`PackError::TooManyRanges`] reports as
 //! [`Needed::Exact`]). Each range is then shrunk to the MSRs where it is needed (the tightest of equally cheap filters), a READ|WRITE range whose
 //! reads (or writes) single ranges already decide is narrowed, so that packed filters carry no
@@ -45,6 +46,7 @@ use crate::abi::{self, MAX_NMSRS, MAX_RANGES};
 use crate::policy::{Policy, PolicyView};
 use crate::{Access, AccessType, Action, Filter, Rule};
 
+mod phase;
 #[cfg(test)]
 #[path = "../tests/shapes/mod.rs"]
 mod shapes;
@@ -854,8 +856,8 @@ pub(crate) struct Solution {
     /// Whether the search ran (else `cost.ranges` is `lower` and there are no runs).
     pub searched: bool,
     /// A proven lower bound on the ranges: `ceil(needed MSRs / L)` per cluster, or after the
-    /// search, the cost of the clusters it solved exactly and the relaxation's bound (see
-    /// `solve`'s docs) for the others. When it equals `cost.ranges`, the count of ranges is
+    /// search, the cost of the clusters it solved exactly and the larger of the relaxation's
+    /// and the phase bound (see `solve`'s docs) for the others. When it equals `cost.ranges`, the count of ranges is
     /// proven minimal even if `exact` is false (the bytes are not).
     pub lower: u32,
 }
@@ -1017,15 +1019,19 @@ mod tests {
         let target = Small { policy, end };
         let mut least = u64::MAX;
         for d in [Action::Allow, Action::Deny] {
-            let bound = solve::relaxed_lower(&target, geo, d);
             let s = solve(&target, geo, d, u32::MAX);
             assert!(s.exact, "small searches are exact");
-            assert!(
-                bound <= u64::from(s.cost.ranges),
-                "bound {bound} above the minimum {} under default {d:?} for:\n{policy}",
-                s.cost.ranges
-            );
-            least = least.min(bound);
+            for (name, bound) in [
+                ("relaxation", solve::relaxed_lower(&target, geo, d)),
+                ("phase", solve::phase_lower(&target, geo, d)),
+            ] {
+                assert!(
+                    bound <= u64::from(s.cost.ranges),
+                    "{name} bound {bound} above the minimum {} under default {d:?} for:\n{policy}",
+                    s.cost.ranges
+                );
+                least = least.min(bound);
+            }
         }
         if let Some(brute) = brute_force(&target, geo, max_ranges) {
             assert!(least <= u64::from(brute.ranges), "policy:\n{policy}");
@@ -1103,6 +1109,41 @@ mod tests {
             let geo = Geometry { max_nmsrs: 2, word_bits: 1, word_bytes: 1 };
             check_relaxed_bound(&policy, 10, geo, 0);
             check_refined(&policy, 10, geo, 0);
+        }
+    }
+
+    /// The phase bound (`solve`'s docs, "A bound that keeps the rounding") never exceeds the
+    /// exact search's minimum, per default, on a grid coarser than one MSR (ranges of at most
+    /// 18 MSRs: 9 phases, grid points 2 MSRs apart) over 48 MSRs, where runs cross several
+    /// multiples of `L`.
+    fn check_phase_bound(policy: &Policy<8>, end: u32, geo: Geometry) {
+        let target = Small { policy, end };
+        for d in [Action::Allow, Action::Deny] {
+            let s = solve(&target, geo, d, u32::MAX);
+            assert!(s.exact, "small searches are exact");
+            let bound = solve::phase_lower(&target, geo, d);
+            assert!(
+                bound <= u64::from(s.cost.ranges),
+                "phase bound {bound} above the minimum {} under default {d:?} for:\n{policy}",
+                s.cost.ranges
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn phase_bound_is_sound_on_a_coarse_grid(policy in small_policy(48, 8)) {
+            let geo = Geometry { max_nmsrs: 18, word_bits: 3, word_bytes: 1 };
+            check_phase_bound(&policy, 48, geo);
+        }
+
+        /// Grid points 4 MSRs apart (16 phases of ranges of at most 64), over 150 MSRs.
+        #[test]
+        fn phase_bound_is_sound_with_sixteen_phases(policy in small_policy(150, 8)) {
+            let geo = Geometry { max_nmsrs: 64, word_bits: 4, word_bytes: 1 };
+            check_phase_bound(&policy, 150, geo);
         }
     }
 
@@ -1448,6 +1489,31 @@ mod relaxation_at_kernel_scale {
             assert!(s.exact, "shape {kind}");
             let bound = solve::relaxed_lower(&sweep, Geometry::KERNEL, Action::Allow);
             assert_eq!((bound, s.cost.ranges), (4, 4), "shape {kind}");
+        }
+    }
+
+    /// The phase bound meets the exact searches of the clusters of 0x5000 MSRs (4), and over
+    /// 0x10000 MSRs of mixed runs it gives 12, the count the search finds
+    /// (`tests/pack_scale.rs`), where the relaxation gives 11.
+    #[test]
+    fn the_phase_bound_keeps_the_rounding_of_wide_mixed_clusters() {
+        for (kind, seed, span, want) in [
+            ('A', 1, 0x5000, 4),
+            ('B', 1, 0x5000, 4),
+            ('C', 1, 0x5000, 4),
+            ('B', 1, 0x10000, 12),
+            ('B', 2, 0x10000, 12),
+            ('B', 3, 0x10000, 12),
+        ] {
+            let rules = shape(kind, seed, span);
+            let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
+            let sweep = Sweep::new(Action::Allow, &rules, &mut scratch);
+            let bound = solve::phase_lower(&sweep, Geometry::KERNEL, Action::Allow);
+            assert_eq!(bound, want, "shape {kind}, seed {seed}, span {span:#x}");
+            if span == 0x10000 {
+                let relaxed = solve::relaxed_lower(&sweep, Geometry::KERNEL, Action::Allow);
+                assert_eq!(relaxed, 11, "shape {kind}, seed {seed}, span {span:#x}");
+            }
         }
     }
 

@@ -99,14 +99,52 @@
 //! about 0x8000 MSRs that overflow layers (read-only and write-only MSRs alternating, runs of
 //! mixed access): two families over nearly the whole span cost `2 * span / L` of coverage, and
 //! leaving either costs a run per change of class. It loses the rounding of `ceil(len / L)`
-//! per run, so over 0x10000 MSRs it gives 11 where 12 are found. It says nothing about the
-//! bytes of packings with that many ranges: only the count of ranges is proven
-//! ([`Solution::lower`]); the next section proves the bytes where it can.
+//! per run, so over 0x10000 MSRs it gives 11 where 12 are found; the next section keeps most of
+//! that rounding. Neither says anything about the bytes of packings with that many ranges: only
+//! the count of ranges is proven ([`Solution::lower`]); the section after proves the bytes
+//! where it can.
+//!
+//! # A bound that keeps the rounding
+//! Cut `L` into `P` grid steps of `G = L / P` MSRs (`P` the largest divisor of `L` up to 16:
+//! 16 for the kernel, `G` = 768); the *grid points* are the multiples of `G`, and `up(s)` is
+//! the first grid point at or after `s`. A run `[s, e)` needs `ceil((e - s) / L) = 1 + #{k >=
+//! 1 : s + k L < e}` ranges, which is at least its *charges*: `1 + #{k >= 1 : up(s) + k L <
+//! e}` (`up(s) >= s`). The charges count the opening, then one for each grid point the run
+//! covers after `up(s)` that is congruent to `up(s)` mod `L`: a run's cost is charged at
+//! grid points of its *phase* `up(s) mod L`, one of `P` values, and nowhere else.
+//!
+//! Take any packing, cut to one cluster as in the previous section, and the *steps* of the
+//! cluster: the start of each needed piece and each grid point in `[first, end)`, in order (a
+//! free piece's start is no step unless it is a grid point). Map the packing to a sequence of
+//! sets, one per step: `T(a)` = the families covering MSR `a`, which serves `a`'s class. Per
+//! family `f`, a maximal stretch of consecutive steps with `f` in `T(a)`, all covered by the
+//! same run `[s, e)` of the packing, is one *run of the sequence*, opened at its first step
+//! `a0` and charged at each of its steps that is a grid point `up(a0 + 1) + k L`, `k >= 1`.
+//! Distinct runs of the sequence map to distinct runs of the packing (a run of the packing
+//! covers consecutive steps), and a run of the sequence has no more charges than the packing's
+//! run has ranges: it opens once, and its other charges are at grid points `up(a0 + 1) + k L`
+//! that the packing's run covers, so below `e`, with `up(a0 + 1) >= up(s)` (the run covers
+//! `a0`, so `s <= a0`): at most `#{k >= 1 : up(s) + k L < e}` of them.
+//!
+//! So the least charges of a sequence of valid sets, one per step, with runs opened at steps,
+//! bound the cluster's ranges from below. That least value is a program over the steps whose
+//! state gives, per family, closed, *pending* (opened since the last grid point: its phase is
+//! that of the next grid point, which charges it nothing) or a phase: at step `a`, a family
+//! closes (free), stays, or opens (1, pending; also when one is open, which starts a new run);
+//! at a grid point `a`, a family that stays is charged 1 if its phase is `a`'s, and a pending
+//! one takes `a`'s phase, free; then the sets the class of `a` does not allow are dropped. At
+//! most `(P + 2)^3` states (5,832 bytes for `P` = 16), each step a few passes over them:
+//! about 10 ms for a cluster of 0x10000 MSRs (some 2,000 steps).
+//!
+//! The quantization loses less than `G` MSRs per run. Over the mixed clusters of 0x10000 MSRs
+//! (runs of mixed access, seeds 1 to 3 of the tests) it gives 12, the count the search finds,
+//! which proves that count. It is computed with the relaxation of the previous section, for the
+//! same clusters, and [`settle`] takes the larger.
 //!
 //! # Pruning
 //! The first search of a cluster stops at its first overflow. The cluster is then searched
 //! again (`refine`), dropping every state that a proven bound (below) shows needs more than `R`
-//! ranges in every future, with `R` the relaxation's bound of the previous section. If no layer
+//! ranges in every future, with `R` the larger of the two bounds above. If no layer
 //! of that search overflows, it is exact for the packings of at most `R` ranges: the states on
 //! the path of a cheapest one are not dropped by the bound, and a state that dominates one of
 //! them has a future no dearer, so it is not dropped either (dominance and the rest of the
@@ -134,8 +172,9 @@
 //! 16 KiB. On the mixed clusters over 0x8000 MSRs whose layers overflowed, the search pruned
 //! against the relaxation's bound keeps every layer within [`MAX_STATES`] (at most 104 to 179
 //! states, measured with weights 1 / 20 to 1 / 7) and is exact: ranges and bytes are proven.
-//! Over 0x10000 MSRs (12 ranges found, 11 proven) both pruned searches overflow too, which
-//! costs about a tenth more time than the whole search alone, and nothing more is proven.
+//! Over 0x10000 MSRs the bounds prove 12 ranges, the count the whole search finds, but the
+//! search pruned against 12 overflows a third of the way in: the count is proven, the bytes
+//! are not.
 //!
 //! # Memory
 //! A state is its key and the end of a list of the ranges it closed in a [`Trail`] shared by
@@ -146,6 +185,7 @@
 
 use crate::Action;
 
+use super::phase::Phases;
 use super::{Class, Cost, Family, Geometry, Run, Solution, Target, MAX_RANGES};
 
 /// Live states kept per change point: a layer takes 16 KiB (states of 64 bytes).
@@ -1112,9 +1152,10 @@ fn refine(
 /// The cheapest packing of a cluster (ending at `end`) whose first search, which stops when
 /// a layer overflows, has seen all its pieces; and a proven lower bound on its ranges. If that
 /// search is exact, its answer. Else (module docs, "Pruning") a search pruned against the
-/// relaxation's bound `B`, which is exact and finds a packing of `B` ranges when the cluster
-/// needs no more and no layer overflows; else the whole search, keeping the cheapest states
-/// when a layer overflows, and a search pruned against the packing it finds. `c.exact` says
+/// larger `B` of the relaxation's and the phase bound, which is exact and finds a packing of
+/// `B` ranges when the cluster needs no more and no layer overflows; else the whole search,
+/// keeping the cheapest states when a layer overflows, and a search pruned against the packing
+/// it finds if it has more than `B` ranges. `c.exact` says
 /// whether the answer is proven minimal.
 fn settle(
     c: &mut Cluster,
@@ -1142,7 +1183,12 @@ fn settle(
         return (cost, runs, cost.ranges);
     }
     let (first, cluster_end) = (c.first, c.end);
-    let bound = cluster_bound(target, default, (first, end), geo, u32::MAX);
+    let bound = cluster_bound(target, default, (first, end), geo, u32::MAX).max(phase_bound(
+        target,
+        default,
+        (first, end),
+        geo,
+    ));
     let mut lower = bound;
     match refine(c, target, default, end, geo, bound) {
         Some((cost, runs)) if cost.ranges <= bound => return (cost, runs, cost.ranges),
@@ -1262,6 +1308,51 @@ fn cluster_bound(
         }
     }
     bound(most)
+}
+
+/// A proven lower bound on the ranges the cluster of needed MSRs in `[first, end)` needs: the
+/// phase bound of the module docs ("A bound that keeps the rounding"), a program with a step
+/// at the start of each needed piece and at each grid point, in order. Time linear in the
+/// steps (a few hundred thousand operations each), a table of 5,832 bytes.
+fn phase_bound(target: &dyn Target, default: Action, span: (u64, u64), geo: Geometry) -> u32 {
+    let mut phases = Phases::new(geo);
+    each_piece(target, default, span, |p0, p1, class| {
+        if class != Class::Free || phases.on_point(p0) {
+            phases.step(p0, class);
+        }
+        let mut g = phases.next_point(p0);
+        while g < p1 {
+            phases.step(g, class);
+            g = phases.next_point(g);
+        }
+        true
+    });
+    u32::from(phases.least())
+}
+
+/// The sum of [`phase_bound`] over the clusters of `target` (for the tests).
+#[cfg(test)]
+pub(crate) fn phase_lower(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
+    let limit = u64::from(geo.max_nmsrs);
+    let mut total = 0u64;
+    let mut span: Option<(u64, u64)> = None;
+    pieces(target, default, |p0, p1, class| {
+        if class == Class::Free {
+            return;
+        }
+        span = match span {
+            Some((first, e)) if p0 - e < limit => Some((first, p1)),
+            Some(done) => {
+                total += u64::from(phase_bound(target, default, done, geo));
+                Some((p0, p1))
+            }
+            None => Some((p0, p1)),
+        };
+    });
+    if let Some(done) = span {
+        total += u64::from(phase_bound(target, default, done, geo));
+    }
+    total
 }
 
 /// The sum of [`cluster_bound`] over the clusters of `target` (for the tests: `solve` computes
