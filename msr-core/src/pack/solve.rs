@@ -149,14 +149,15 @@
 //! the path of a cheapest one are not dropped by the bound, and a state that dominates one of
 //! them has a future no dearer, so it is not dropped either (dominance and the rest of the
 //! program are unchanged). So it finds the minimum when the minimum has at most `R` ranges, and
-//! when it finds none within `R`, the cluster needs more. Otherwise the whole search runs,
-//! keeping the cheapest states when a layer overflows and trying pieces at their ends only (its
-//! layers overflow where the first search's did, so it is not exact anyway; on the clusters of
-//! 0x10000 MSRs this takes a tenth of the time for packings as cheap), and then, if that
-//! packing has more than
-//! `R` ranges, a search pruned against its ranges (the minimum has no more, so the same
-//! argument applies; with `R` or fewer it would repeat the first pruned search). A
-//! pruned search stops at its first overflow; the packing found then stands, unproven.
+//! when it finds none within `R`, the cluster needs more. If a layer of it overflows, it goes
+//! on, keeping the cheapest states of full layers and trying pieces at their ends only; a
+//! packing of `R` ranges found so has the fewest ranges (`R` is a lower bound) and stands, its
+//! bytes unproven. Otherwise the whole search runs, likewise (its layers overflow where the
+//! first search's did, so it is not exact anyway; trying pieces at their ends only takes a
+//! tenth of the time on the clusters of 0x10000 MSRs, for packings as cheap), and then, if
+//! that packing has more than `R` ranges, a search pruned against its ranges (the minimum has
+//! no more, so the same argument applies; with `R` or fewer it would repeat the first pruned
+//! search), which stops at its first overflow; the packing found then stands, unproven.
 //!
 //! The bound of a state at change point `x`, weighed with `lambda` (any in `[0, 1]` is sound;
 //! 1 / 16 prunes well): its closed ranges; for each open run, started `d = k L + rho` MSRs
@@ -175,9 +176,8 @@
 //! 16 KiB. On the mixed clusters over 0x8000 MSRs whose layers overflowed, the search pruned
 //! against the relaxation's bound keeps every layer within [`MAX_STATES`] (at most 104 to 179
 //! states, measured with weights 1 / 20 to 1 / 7) and is exact: ranges and bytes are proven.
-//! Over 0x10000 MSRs the bounds prove 12 ranges, the count the whole search finds, but the
-//! search pruned against 12 overflows a third of the way in: the count is proven, the bytes
-//! are not.
+//! Over 0x10000 MSRs the bounds prove 12 ranges, but the search pruned against 12 overflows a
+//! third of the way in; it goes on to a packing of 12: the count is proven, the bytes are not.
 //!
 //! # Memory
 //! A state is its key and the end of a list of the ranges it closed in a [`Trail`] shared by
@@ -696,8 +696,9 @@ struct Cluster {
     /// Change points inside pieces the cluster may still try (see [`INTERIOR_BUDGET`]).
     budget: u64,
     /// Whether pieces are tried at their ends only (the search that keeps the cheapest states
-    /// of full layers, see `settle`).
+    /// of full layers, see `settle`), or once a layer has overflowed.
     ends_only: bool,
+    ends_after_overflow: bool,
 }
 
 /// Change points inside needed pieces one cluster may try. Typical policies need a few per
@@ -720,6 +721,7 @@ impl Cluster {
             budget: INTERIOR_BUDGET,
             stop: false,
             ends_only: false,
+            ends_after_overflow: false,
         }
     }
 
@@ -733,6 +735,7 @@ impl Cluster {
         self.last_end = first;
         self.budget = INTERIOR_BUDGET;
         self.ends_only = false;
+        self.ends_after_overflow = false;
         self.layers[1].clear();
         self.layers[0].clear();
         self.trail.len = 0;
@@ -792,7 +795,8 @@ impl Cluster {
             let below = |b: u64| (b + w - 1 - r) / w;
             points += below(p1) - below(p0 + 1);
         }
-        if points > self.budget || (self.ends_only && points > 0) {
+        let coarse = self.ends_only || (self.ends_after_overflow && !self.exact);
+        if points > self.budget || (coarse && points > 0) {
             residues = 0;
             self.exact = false;
         } else {
@@ -1129,10 +1133,12 @@ impl Suffix {
 }
 
 /// Searches the cluster again (it ends at `end`), pruning the states that need more than
-/// `most` ranges (module docs, "Pruning"); stops as soon as a layer overflows. Returns the
-/// cheapest packing found if that search stayed exact (then `c.exact` is true, and the packing
-/// is minimal if it has at most `most` ranges; if it has more, every packing does), else
-/// nothing (`c.exact` is false). A frame of its own: the
+/// `most` ranges (module docs, "Pruning"); stops as soon as a layer overflows, unless
+/// `keep_going` (then it keeps the cheapest states of full layers and tries pieces at their
+/// ends only from there). Returns the cheapest packing found if that search stayed exact (then
+/// `c.exact` is true, and the packing is minimal if it has at most `most` ranges; if it has
+/// more, every packing does), or went on (`c.exact` false: a packing, or `u32::MAX / 2`
+/// ranges and none if every state was dropped), else nothing (`c.exact` is false). A frame of its own: the
 /// bound's tables are only on the stack while it runs.
 #[inline(never)]
 fn refine(
@@ -1142,28 +1148,31 @@ fn refine(
     end: u64,
     geo: Geometry,
     most: u32,
+    keep_going: bool,
 ) -> Option<(Cost, heapless::Vec<Run, MAX_RANGES>)> {
     let mut suffix = Suffix::new(most);
     if !suffix.prepare(target, default, (c.first, end), geo) {
         return None;
     }
     let (first, cluster_end) = (c.first, c.end);
-    c.reset(first, cluster_end, true);
+    c.reset(first, cluster_end, !keep_going);
+    c.ends_after_overflow = keep_going;
     each_needed(target, default, (first, end), |p0, p1, class| {
         suffix.enter((p0, p1), target, default, geo);
         c.needed(p0, p1, class, geo, Some(&suffix));
-        c.exact
+        c.exact || keep_going
     });
-    c.exact.then(|| c.finish(end, geo))
+    (c.exact || keep_going).then(|| c.finish(end, geo))
 }
 
 /// The cheapest packing of a cluster (ending at `end`) whose first search, which stops when
 /// a layer overflows, has seen all its pieces; and a proven lower bound on its ranges. If that
 /// search is exact, its answer. Else (module docs, "Pruning") a search pruned against the
 /// larger `B` of the relaxation's and the phase bound, which is exact and finds a packing of
-/// `B` ranges when the cluster needs no more and no layer overflows; else the whole search,
-/// keeping the cheapest states when a layer overflows and trying pieces at their ends only, and
-/// a search pruned against the packing it finds if it has more than `B` ranges. `c.exact` says
+/// `B` ranges when the cluster needs no more and no layer overflows, and goes on past an
+/// overflow (keeping the cheapest states, trying pieces at their ends only) to a packing of `B`
+/// ranges, unproven bytes; else the whole search, likewise, and a search pruned against the
+/// packing it finds if it has more than `B` ranges. `c.exact` says
 /// whether the answer is proven minimal.
 fn settle(
     c: &mut Cluster,
@@ -1175,13 +1184,13 @@ fn settle(
     if c.exact {
         let (cost, runs) = c.finish(end, geo);
         if check_refine {
-            let refined = refine(c, target, default, end, geo, cost.ranges).map(|r| r.0);
+            let refined = refine(c, target, default, end, geo, cost.ranges, false).map(|r| r.0);
             assert_eq!(refined, Some(cost), "the pruned search lost the minimum");
             // Against one range fewer it finds no packing within that many, and does not
             // overflow. (This exercises the search with most states dropped; only the check
             // against the minimum above catches a bound that drops too much.)
             if let Some(fewer) = cost.ranges.checked_sub(1) {
-                let refined = refine(c, target, default, end, geo, fewer);
+                let refined = refine(c, target, default, end, geo, fewer, false);
                 assert!(
                     refined.is_some_and(|r| r.0.ranges > fewer),
                     "the pruned search found fewer ranges than the minimum"
@@ -1198,11 +1207,12 @@ fn settle(
         geo,
     ));
     let mut lower = bound;
-    match refine(c, target, default, end, geo, bound) {
+    match refine(c, target, default, end, geo, bound, true) {
+        // Minimal if the search stayed exact; else the count is (`bound` is a lower bound).
         Some((cost, runs)) if cost.ranges <= bound => return (cost, runs, cost.ranges),
         // Exact, and nothing within `bound` ranges: the cluster needs more.
-        Some(_) => lower = bound.saturating_add(1),
-        None => {}
+        Some(_) if c.exact => lower = bound.saturating_add(1),
+        _ => {}
     }
     c.reset(first, cluster_end, false);
     // Its layers overflow where the first search's did: it is not exact, and trying pieces at
@@ -1215,7 +1225,7 @@ fn settle(
     });
     let (mut cost, mut runs) = c.finish(end, geo);
     if !c.exact && cost.ranges > bound {
-        if let Some(refined) = refine(c, target, default, end, geo, cost.ranges) {
+        if let Some(refined) = refine(c, target, default, end, geo, cost.ranges, false) {
             // The refined search is exact: it cannot find a dearer packing.
             debug_assert!(refined.0 <= cost);
             if refined.0 <= cost {
@@ -1325,7 +1335,9 @@ fn cluster_bound(
 /// A proven lower bound on the ranges the cluster of needed MSRs in `[first, end)` needs: the
 /// phase bound of the module docs ("A bound that keeps the rounding"), a program with a step
 /// at the start of each needed piece and at each grid point, in order. Time linear in the
-/// steps (a few hundred thousand operations each), a table of 5,832 bytes.
+/// steps (a few hundred thousand operations each), a table of 5,832 bytes in a frame of its
+/// own.
+#[inline(never)]
 fn phase_bound(target: &dyn Target, default: Action, span: (u64, u64), geo: Geometry) -> u32 {
     let mut phases = Phases::new(geo);
     each_piece(target, default, span, |p0, p1, class| {
