@@ -142,8 +142,11 @@
 //! same clusters, and [`settle`] takes the larger.
 //!
 //! # Pruning
-//! The first search of a cluster stops at its first overflow. The cluster is then searched
-//! again (`refine`), dropping every state that a proven bound (below) shows needs more than `R`
+//! The first search of a cluster stops at its first overflow. A cluster spanning `2 L` MSRs or
+//! more (from its first needed MSR to the end of its last) skips it: dense ones overflow, and
+//! spend a third of their time on it (the bounds below take some 20 ms over 0x10000 MSRs); if
+//! the pruned search below then finds no packing within its bound, the first search runs
+//! after all, and stands if it is exact. The cluster is then searched again (`refine`), dropping every state that a proven bound (below) shows needs more than `R`
 //! ranges in every future, with `R` the larger of the two bounds above. If no layer
 //! of that search overflows, it is exact for the packings of at most `R` ranges: the states on
 //! the path of a cheapest one are not dropped by the bound, and a state that dominates one of
@@ -699,7 +702,14 @@ struct Cluster {
     /// of full layers, see `settle`), or once a layer has overflowed.
     ends_only: bool,
     ends_after_overflow: bool,
+    /// Whether the first search was skipped (a wide cluster, see `settle`).
+    skipped: bool,
 }
+
+/// Clusters spanning this many ranges' reach (`WIDE * L` MSRs from the first needed one to the
+/// end of the last) or more skip the first search, which stops at its first overflow, and are
+/// searched pruned against their lower bound first (see `settle`).
+const WIDE: u64 = 2;
 
 /// Change points inside needed pieces one cluster may try. Typical policies need a few per
 /// long piece and none per piece of one MSR, however many; a policy with long needed pieces
@@ -722,6 +732,7 @@ impl Cluster {
             stop: false,
             ends_only: false,
             ends_after_overflow: false,
+            skipped: false,
         }
     }
 
@@ -736,6 +747,7 @@ impl Cluster {
         self.budget = INTERIOR_BUDGET;
         self.ends_only = false;
         self.ends_after_overflow = false;
+        self.skipped = false;
         self.layers[1].clear();
         self.layers[0].clear();
         self.trail.len = 0;
@@ -1166,13 +1178,15 @@ fn refine(
 }
 
 /// The cheapest packing of a cluster (ending at `end`) whose first search, which stops when
-/// a layer overflows, has seen all its pieces; and a proven lower bound on its ranges. If that
+/// a layer overflows, has seen all its pieces (or was skipped: `c.skipped`); and a proven lower
+/// bound on its ranges. If that
 /// search is exact, its answer. Else (module docs, "Pruning") a search pruned against the
 /// larger `B` of the relaxation's and the phase bound, which is exact and finds a packing of
 /// `B` ranges when the cluster needs no more and no layer overflows, and goes on past an
 /// overflow (keeping the cheapest states, trying pieces at their ends only) to a packing of `B`
-/// ranges, unproven bytes; else the whole search, likewise, and a search pruned against the
-/// packing it finds if it has more than `B` ranges. `c.exact` says
+/// ranges, unproven bytes; else, for a wide cluster that skipped it, the first search (which
+/// stands if exact); else the whole search, likewise, and a search pruned against the packing
+/// it finds if it has more than `B` ranges. `c.exact` says
 /// whether the answer is proven minimal.
 fn settle(
     c: &mut Cluster,
@@ -1213,6 +1227,18 @@ fn settle(
         // Exact, and nothing within `bound` ranges: the cluster needs more.
         Some(_) if c.exact => lower = bound.saturating_add(1),
         _ => {}
+    }
+    if c.skipped {
+        // The first search, which a wide cluster skipped, may still be exact.
+        c.reset(first, cluster_end, true);
+        each_needed(target, default, (first, end), |p0, p1, class| {
+            c.needed(p0, p1, class, geo, None);
+            c.exact
+        });
+        if c.exact {
+            let (cost, runs) = c.finish(end, geo);
+            return (cost, runs, cost.ranges);
+        }
     }
     c.reset(first, cluster_end, false);
     // Its layers overflow where the first search's did: it is not exact, and trying pieces at
@@ -1513,6 +1539,10 @@ fn solve_checked(
                 _ => cluster_end(target, default, p0, limit),
             };
             cluster.reset(p0, end, true);
+            // A cluster spanning two ranges or more skips the first search (see `settle`).
+            if end - p0 >= WIDE * limit {
+                (cluster.exact, cluster.skipped) = (false, true);
+            }
             clusters += 1;
             active = true;
         }
