@@ -5,8 +5,8 @@
 //! packer's longest paths: the exact search over read-only and write-only MSRs interleaved over
 //! more than one range's reach; a filter of more than 11 ranges, whose `decide` index is built;
 //! a policy the search finds needs 20 ranges; one whose lower bound alone refuses it; and a
-//! dense cluster whose search overflows a layer, so that the search pruned by a proven bound
-//! runs too (`msr-core`'s `pack/solve.rs`, "Pruning").
+//! dense cluster wide enough that the search pruned by proven bounds runs too (`msr-core`'s
+//! `pack/solve.rs`, "Pruning").
 //! Too small a stack ends the test process with a stack overflow.
 
 use std::ffi::{c_int, c_void};
@@ -59,8 +59,9 @@ fn policy(rules: u32, step: u32) -> *mut msr_filter_policy {
 }
 
 /// Runs of 1 to 100 MSRs of random access, 0 to 39 apart, over 0x8000 MSRs: the shape and
-/// seed of `msr-core`'s `mixed_runs_over_0x8000_msrs_are_proven_minimal`, whose first search
-/// overflows a layer and whose pruned search proves the packing minimal.
+/// seed of `msr-core`'s `mixed_runs_over_0x8000_msrs_are_proven_minimal`: wide and dense enough
+/// that the packer computes its lower bounds (the relaxation's program and the phase bound's
+/// table) and runs the search pruned by them, which proves the packing minimal.
 fn dense_mixed_cluster() -> *mut msr_filter_policy {
     let mut x: u64 = 104_729 | 1;
     let mut below = move |n: u64| {
