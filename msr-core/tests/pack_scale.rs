@@ -441,9 +441,10 @@ fn three_wide_mixed_clusters_need_exactly_18_ranges() {
 /// rounding") proves 12 for each of these seeds (`src/pack.rs` pins its value), so two such
 /// clusters far apart need exactly 24 ranges, which `Needed::Exact` reports (before that bound,
 /// an estimate). The bytes are not proven: the search pruned against 12 ranges overflows its
-/// layers, so `proven_minimal` is false for one cluster. Each cluster takes about 3 s in a
-/// release build, 5 s in the test profile (over 20 s in a release build before the search that
-/// keeps the cheapest states of full layers tried pieces at their ends only).
+/// layers, so `proven_minimal` is false for one cluster. Each cluster takes about 2 s in a
+/// release build, 3 s in the test profile (21 to 24 s in a release build before these clusters
+/// were searched pruned first and the search went on past an overflow trying pieces at their
+/// ends only).
 #[test]
 fn mixed_runs_over_0x10000_msrs_need_a_proven_count() {
     for seed in 1..=3 {
