@@ -1539,8 +1539,9 @@ fn solve_checked(
                 _ => cluster_end(target, default, p0, limit),
             };
             cluster.reset(p0, end, true);
-            // A cluster spanning two ranges or more skips the first search (see `settle`).
-            if end - p0 >= WIDE * limit {
+            // A cluster spanning two ranges or more skips the first search (see `settle`);
+            // not when the tests check the pruned search against the first one's minimum.
+            if end - p0 >= WIDE * limit && !check_refine {
                 (cluster.exact, cluster.skipped) = (false, true);
             }
             clusters += 1;
