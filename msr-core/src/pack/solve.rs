@@ -144,23 +144,23 @@
 //! # Pruning
 //! The first search of a cluster stops at its first overflow. A cluster spanning `2 L` MSRs or
 //! more (from its first needed MSR to the end of its last) skips it: dense ones overflow, and
-//! spend a third of their time on it (the bounds below take some 20 ms over 0x10000 MSRs); if
-//! the pruned search below then finds no packing within its bound, the first search runs
-//! after all, and stands if it is exact. The cluster is then searched again (`refine`), dropping every state that a proven bound (below) shows needs more than `R`
-//! ranges in every future, with `R` the larger of the two bounds above. If no layer
-//! of that search overflows, it is exact for the packings of at most `R` ranges: the states on
-//! the path of a cheapest one are not dropped by the bound, and a state that dominates one of
-//! them has a future no dearer, so it is not dropped either (dominance and the rest of the
-//! program are unchanged). So it finds the minimum when the minimum has at most `R` ranges, and
-//! when it finds none within `R`, the cluster needs more. If a layer of it overflows, it goes
-//! on, keeping the cheapest states of full layers and trying pieces at their ends only; a
-//! packing of `R` ranges found so has the fewest ranges (`R` is a lower bound) and stands, its
-//! bytes unproven. Otherwise the whole search runs, likewise (its layers overflow where the
-//! first search's did, so it is not exact anyway; trying pieces at their ends only takes a
-//! tenth of the time on the clusters of 0x10000 MSRs, for packings as cheap), and then, if
-//! that packing has more than `R` ranges, a search pruned against its ranges (the minimum has
-//! no more, so the same argument applies; with `R` or fewer it would repeat the first pruned
-//! search), which stops at its first overflow; the packing found then stands, unproven.
+//! it took a third of their time (the bounds above take some 20 ms over 0x10000 MSRs). The
+//! cluster is then searched again, or first (`refine`), dropping every state that a proven
+//! bound (below) shows needs more than `R` ranges in every future, with `R` the larger of the
+//! two bounds above. If no layer of that search overflows, it is exact for the packings of at
+//! most `R` ranges: the states on the path of a cheapest one are not dropped by the bound, and
+//! a state that dominates one of them has a future no dearer, so it is not dropped either
+//! (dominance and the rest of the program are unchanged). So it finds the minimum when the
+//! minimum has at most `R` ranges, and when it finds none within `R`, the cluster needs more
+//! (a cluster that skipped the first search runs it then; it stands if exact). If a layer of it
+//! overflows, it goes on, keeping the cheapest states of full layers and trying pieces at their
+//! ends only; a packing of `R` ranges found so has the fewest ranges (`R` is a lower bound) and
+//! stands, its bytes unproven. Otherwise the whole search runs, likewise (its layers overflow
+//! where the first search's did, so it is not exact anyway; trying pieces at their ends only
+//! takes a tenth of the time on the clusters of 0x10000 MSRs, for packings as cheap), and then,
+//! if that packing has more than `R` ranges, a search pruned against its ranges (the minimum
+//! has no more, so the same argument applies; with `R` or fewer it would repeat the first
+//! pruned search), which stops at its first overflow; the packing found then stands, unproven.
 //!
 //! The bound of a state at change point `x`, weighed with `lambda` (any in `[0, 1]` is sound;
 //! 1 / 16 prunes well): its closed ranges; for each open run, started `d = k L + rho` MSRs
