@@ -1383,32 +1383,29 @@ fn phase_bound(target: &dyn Target, default: Action, span: (u64, u64), geo: Geom
 /// The sum of [`phase_bound`] over the clusters of `target` (for the tests).
 #[cfg(test)]
 pub(crate) fn phase_lower(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
-    let limit = u64::from(geo.max_nmsrs);
-    let mut total = 0u64;
-    let mut span: Option<(u64, u64)> = None;
-    pieces(target, default, |p0, p1, class| {
-        if class == Class::Free {
-            return;
-        }
-        span = match span {
-            Some((first, e)) if p0 - e < limit => Some((first, p1)),
-            Some(done) => {
-                total += u64::from(phase_bound(target, default, done, geo));
-                Some((p0, p1))
-            }
-            None => Some((p0, p1)),
-        };
-    });
-    if let Some(done) = span {
-        total += u64::from(phase_bound(target, default, done, geo));
-    }
-    total
+    sum_over_clusters(target, geo, default, |span| {
+        phase_bound(target, default, span, geo)
+    })
 }
 
 /// The sum of [`cluster_bound`] over the clusters of `target` (for the tests: `solve` computes
 /// it only for the clusters its search did not solve exactly).
 #[cfg(test)]
 pub(crate) fn relaxed_lower(target: &dyn Target, geo: Geometry, default: Action) -> u64 {
+    sum_over_clusters(target, geo, default, |span| {
+        cluster_bound(target, default, span, geo, u32::MAX)
+    })
+}
+
+/// The sum of `bound` over the clusters of `target`, each given as its first needed MSR and the
+/// end of its last.
+#[cfg(test)]
+fn sum_over_clusters(
+    target: &dyn Target,
+    geo: Geometry,
+    default: Action,
+    mut bound: impl FnMut((u64, u64)) -> u32,
+) -> u64 {
     let limit = u64::from(geo.max_nmsrs);
     let mut total = 0u64;
     let mut span: Option<(u64, u64)> = None;
@@ -1419,14 +1416,14 @@ pub(crate) fn relaxed_lower(target: &dyn Target, geo: Geometry, default: Action)
         span = match span {
             Some((first, e)) if p0 - e < limit => Some((first, p1)),
             Some(done) => {
-                total += u64::from(cluster_bound(target, default, done, geo, u32::MAX));
+                total += u64::from(bound(done));
                 Some((p0, p1))
             }
             None => Some((p0, p1)),
         };
     });
     if let Some(done) = span {
-        total += u64::from(cluster_bound(target, default, done, geo, u32::MAX));
+        total += u64::from(bound(done));
     }
     total
 }
