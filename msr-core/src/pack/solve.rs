@@ -501,12 +501,26 @@ fn dominates(a: &Key, b: &Key, at: &Pos, end: u64, geo: Geometry) -> bool {
 /// Whether a state of `layer` dominates `key`; if not, drops those `key` dominates and makes
 /// room for it. Returns (whether to insert, whether the layer stayed exact).
 ///
-/// A state `a` dominates `b` only if `a`'s ranges are at most `b`'s plus, over `b`'s open runs,
-/// `floor((x - s_B) / L)`: each family's amount in [`dominates`] is at least minus that (a run
-/// of `a` starting later, or opened at `x`, saves no more) and no amount is negative for a
-/// family `b` has not open. That bound is `b`'s `reach`; it skips most comparisons, and
-/// skipping one only keeps a state.
-fn admit(layer: &mut Layer, key: &mut Key, (at, end): (&Pos, u64), geo: Geometry) -> (bool, bool) {
+/// A state `a` dominates `b` only if `a`'s ranges plus one per family open in `a` only are at
+/// most `b`'s ranges plus, over `b`'s open runs, `floor((x - s_B) / L)`: each family's amount
+/// in [`dominates`] is at least minus that (a run of `a` starting later, or opened at `x`,
+/// saves no more), and a family open in `a` only costs `c(x - s_A)`, at least one range (every
+/// state's runs start before the change point `x` they are admitted at). The right side is
+/// `b`'s `reach`; the test skips only comparisons that fail (most of them).
+///
+/// Whether a state dominates `key` does not depend on the order the layer is searched in. It
+/// looks first at `hint`, the state that dominated a candidate last (the candidates of one state
+/// come one after another, and one state often dominates several), then from the newest state
+/// back; it sets `hint` to the state found. On the alternating read-only and write-only MSRs
+/// over 0x10000 MSRs (`tests/shapes`), this and the family count above cut the comparisons from
+/// 2.5 to 0.9 billion.
+fn admit(
+    layer: &mut Layer,
+    key: &mut Key,
+    (at, end): (&Pos, u64),
+    geo: Geometry,
+    hint: &mut usize,
+) -> (bool, bool) {
     let mut reach = u64::from(key.cost.ranges);
     for f in 0..3 {
         if key.open & (1 << f) != 0 {
@@ -514,11 +528,18 @@ fn admit(layer: &mut Layer, key: &mut Key, (at, end): (&Pos, u64), geo: Geometry
         }
     }
     key.reach = u16::try_from(reach).unwrap_or(u16::MAX);
-    let may = |a: &Key, b: &Key| a.cost.ranges <= u32::from(b.reach);
-    if layer
-        .iter()
-        .any(|s| may(&s.key, key) && dominates(&s.key, key, at, end, geo))
-    {
+    let may = |a: &Key, b: &Key| {
+        a.cost
+            .ranges
+            .saturating_add((a.open & !b.open).count_ones())
+            <= u32::from(b.reach)
+    };
+    let by = |s: &State| may(&s.key, key) && dominates(&s.key, key, at, end, geo);
+    if layer.get(*hint).is_some_and(by) {
+        return (false, true);
+    }
+    if let Some(i) = layer.iter().rposition(by) {
+        *hint = i;
         return (false, true);
     }
     layer.retain(|s| !(may(key, &s.key) && dominates(key, &s.key, at, end, geo)));
@@ -565,6 +586,8 @@ fn step(
     let mut exact = true;
     to.clear();
     let (open_at, next) = (Pos::new(at, geo), Pos::new(next, geo));
+    // The state of `to` that dominated a candidate last (see `admit`).
+    let mut hint = 0;
     for i in 0..from.len() {
         let state = from[i];
         let allowed = sets(state.key.open);
@@ -615,7 +638,7 @@ fn step(
                     restart = (restart - 1) & restartable;
                     continue;
                 }
-                let (insert, kept_all) = admit(to, &mut key, (&next, end), geo);
+                let (insert, kept_all) = admit(to, &mut key, (&next, end), geo, &mut hint);
                 exact &= kept_all;
                 if insert {
                     // The ranges the state closes here, past 16 uncounted: the packing fails
