@@ -1150,6 +1150,25 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
+        /// The grids the other tests do not reach: one phase (17 has no divisor from 2 to 16,
+        /// so the grid step is a whole range), an odd step (48 = 16 * 3) and ten phases (20).
+        #[test]
+        fn phase_bound_is_sound_on_uneven_grids(
+            policy in small_policy(60, 8),
+            which in 0usize..3,
+        ) {
+            let geo = [
+                Geometry { max_nmsrs: 17, word_bits: 1, word_bytes: 1 },
+                Geometry { max_nmsrs: 48, word_bits: 4, word_bytes: 1 },
+                Geometry { max_nmsrs: 20, word_bits: 4, word_bytes: 1 },
+            ][which];
+            check_phase_bound(&policy, 60, geo);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
         /// Against the exhaustive search too (fewer MSRs, fewer ranges): the bound is below
         /// its minimum and the pruned search finds it.
         #[test]

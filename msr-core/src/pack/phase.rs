@@ -71,9 +71,10 @@ impl Phases {
 
     /// The step at `a`, the first MSR of an interval whose set is held from `a` to the next
     /// step, and which must serve `class` (`a`'s): per family, a run closes (free), continues or
-    /// opens (1, also when one was open; it is pending). At a grid point of phase `c`, a run
-    /// that continues is charged 1 if its phase is `c`, and a pending one takes phase `c`, free.
-    /// Then the sets `class` does not allow are unreachable.
+    /// opens (1, also when one was open; pending, or with phase `c` at a grid point of phase
+    /// `c`). At a grid point of phase `c`, a run that continues is charged 1 if its phase is `c`,
+    /// and a pending one takes phase `c`, free. Then the sets `class` does not allow are
+    /// unreachable.
     pub(crate) fn step(&mut self, a: u64, class: Class) {
         let charged = self
             .on_point(a)
@@ -98,7 +99,9 @@ impl Phases {
                         rows[PENDING * width + j] = NO;
                     }
                 }
-                for (o, &m) in rows[PENDING * width..(PENDING + 1) * width]
+                // A run opened on a grid point starts its phase there: `up(a0) = a0`.
+                let opened = charged.unwrap_or(PENDING);
+                for (o, &m) in rows[opened * width..(opened + 1) * width]
                     .iter_mut()
                     .zip(&*least)
                 {

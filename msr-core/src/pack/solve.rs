@@ -119,20 +119,21 @@
 //! sets, one per step: `T(a)` = the families covering MSR `a`, which serves `a`'s class. Per
 //! family `f`, a maximal stretch of consecutive steps with `f` in `T(a)`, all covered by the
 //! same run `[s, e)` of the packing, is one *run of the sequence*, opened at its first step
-//! `a0` and charged at each of its steps that is a grid point `up(a0 + 1) + k L`, `k >= 1`.
+//! `a0` and charged at each of its steps that is a grid point `up(a0) + k L`, `k >= 1`.
 //! Distinct runs of the sequence map to distinct runs of the packing (a run of the packing
 //! covers consecutive steps), and a run of the sequence has no more charges than the packing's
-//! run has ranges: it opens once, and its other charges are at grid points `up(a0 + 1) + k L`
-//! that the packing's run covers, so below `e`, with `up(a0 + 1) >= up(s)` (the run covers
+//! run has ranges: it opens once, and its other charges are at grid points `up(a0) + k L`
+//! that the packing's run covers, so below `e`, with `up(a0) >= up(s)` (the run covers
 //! `a0`, so `s <= a0`): at most `#{k >= 1 : up(s) + k L < e}` of them.
 //!
 //! So the least charges of a sequence of valid sets, one per step, with runs opened at steps,
 //! bound the cluster's ranges from below. That least value is a program over the steps whose
-//! state gives, per family, closed, *pending* (opened since the last grid point: its phase is
+//! state gives, per family, closed, *pending* (opened after the last grid point: its phase is
 //! that of the next grid point, which charges it nothing) or a phase: at step `a`, a family
-//! closes (free), stays, or opens (1, pending; also when one is open, which starts a new run);
-//! at a grid point `a`, a family that stays is charged 1 if its phase is `a`'s, and a pending
-//! one takes `a`'s phase, free; then the sets the class of `a` does not allow are dropped. At
+//! closes (free), stays, or opens (1; also when one is open, which starts a new run), pending,
+//! or with `a`'s phase when `a` is a grid point (`up(a0) = a0`); at a grid point `a`, a family
+//! that stays is charged 1 if its phase is `a`'s, and a pending one takes `a`'s phase, free;
+//! then the sets the class of `a` does not allow are dropped. At
 //! most `(P + 2)^3` states (5,832 bytes for `P` = 16), each step a few passes over them:
 //! about 10 ms for a cluster of 0x10000 MSRs (some 2,000 steps).
 //!
