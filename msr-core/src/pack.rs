@@ -1487,13 +1487,16 @@ mod relaxation_at_kernel_scale {
     use super::*;
     use std::vec::Vec;
 
-    /// Shape A, B or C of `tests/shapes` over `span` MSRs.
-    fn shape(kind: char, seed: u64, span: u32) -> Vec<Rule> {
-        match kind {
+    /// Shape A, B or C of `tests/shapes` over `span` MSRs, swept under default allow and
+    /// given to `f`.
+    fn on_shape<R>(kind: char, seed: u64, span: u32, f: impl FnOnce(&Sweep) -> R) -> R {
+        let rules: Vec<Rule> = match kind {
             'A' => shapes::alternating(seed, span),
             'B' => shapes::mixed_runs(seed, span),
             _ => shapes::sparse_runs(seed, span),
-        }
+        };
+        let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
+        f(&Sweep::new(Action::Allow, &rules, &mut scratch))
     }
 
     /// Where the search is exact (clusters of 0x5000 MSRs), the relaxation's bound is at most
@@ -1501,13 +1504,12 @@ mod relaxation_at_kernel_scale {
     #[test]
     fn the_bound_meets_exact_searches_of_wide_mixed_clusters() {
         for kind in ['A', 'B', 'C'] {
-            let rules = shape(kind, 1, 0x5000);
-            let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
-            let sweep = Sweep::new(Action::Allow, &rules, &mut scratch);
-            let s = solve(&sweep, Geometry::KERNEL, Action::Allow, 64);
-            assert!(s.exact, "shape {kind}");
-            let bound = solve::relaxed_lower(&sweep, Geometry::KERNEL, Action::Allow);
-            assert_eq!((bound, s.cost.ranges), (4, 4), "shape {kind}");
+            on_shape(kind, 1, 0x5000, |sweep| {
+                let s = solve(sweep, Geometry::KERNEL, Action::Allow, 64);
+                assert!(s.exact, "shape {kind}");
+                let bound = solve::relaxed_lower(sweep, Geometry::KERNEL, Action::Allow);
+                assert_eq!((bound, s.cost.ranges), (4, 4), "shape {kind}");
+            });
         }
     }
 
@@ -1524,15 +1526,14 @@ mod relaxation_at_kernel_scale {
             ('B', 2, 0x10000, 12),
             ('B', 3, 0x10000, 12),
         ] {
-            let rules = shape(kind, seed, span);
-            let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
-            let sweep = Sweep::new(Action::Allow, &rules, &mut scratch);
-            let bound = solve::phase_lower(&sweep, Geometry::KERNEL, Action::Allow);
-            assert_eq!(bound, want, "shape {kind}, seed {seed}, span {span:#x}");
-            if span == 0x10000 {
-                let relaxed = solve::relaxed_lower(&sweep, Geometry::KERNEL, Action::Allow);
-                assert_eq!(relaxed, 11, "shape {kind}, seed {seed}, span {span:#x}");
-            }
+            on_shape(kind, seed, span, |sweep| {
+                let bound = solve::phase_lower(sweep, Geometry::KERNEL, Action::Allow);
+                assert_eq!(bound, want, "shape {kind}, seed {seed}, span {span:#x}");
+                if span == 0x10000 {
+                    let relaxed = solve::relaxed_lower(sweep, Geometry::KERNEL, Action::Allow);
+                    assert_eq!(relaxed, 11, "shape {kind}, seed {seed}, span {span:#x}");
+                }
+            });
         }
     }
 
@@ -1541,10 +1542,9 @@ mod relaxation_at_kernel_scale {
     #[test]
     fn pruning_keeps_the_minimum_of_wide_mixed_clusters() {
         for kind in ['A', 'B', 'C'] {
-            let rules = shape(kind, 1, 0x5000);
-            let mut scratch = std::vec![0; sweep::scratch_len(rules.len())];
-            let sweep = Sweep::new(Action::Allow, &rules, &mut scratch);
-            let s = solve::solve_checking_refine(&sweep, Geometry::KERNEL, Action::Allow);
+            let s = on_shape(kind, 1, 0x5000, |sweep| {
+                solve::solve_checking_refine(sweep, Geometry::KERNEL, Action::Allow)
+            });
             assert!(s.exact, "shape {kind}");
         }
     }

@@ -58,10 +58,10 @@ fn policy(rules: u32, step: u32) -> *mut msr_filter_policy {
     }))
 }
 
-/// Runs of 1 to 100 MSRs of random access, 0 to 39 apart, over 0x8000 MSRs: the shape and
-/// seed of `msr-core`'s `mixed_runs_over_0x8000_msrs_are_proven_minimal`: wide and dense enough
-/// that the packer computes its lower bounds (the relaxation's program and the phase bound's
-/// table) and runs the search pruned by them, which proves the packing minimal.
+/// Runs of 1 to 100 MSRs of random access, 0 to 39 apart, over 0x8000 MSRs: a shape and seed of
+/// `msr-core`'s `mixed_runs_over_0x5000_and_0x8000_msrs_are_proven_minimal`, wide and dense
+/// enough that the packer computes its lower bounds (the relaxation's program and the phase
+/// bound's table) and runs the search pruned by them, which proves the packing minimal.
 fn dense_mixed_cluster() -> *mut msr_filter_policy {
     let mut x: u64 = 104_729 | 1;
     let mut below = move |n: u64| {
