@@ -1249,7 +1249,7 @@ fn settle(
         }
         return (cost, runs, cost.ranges);
     }
-    let (first, cluster_end) = (c.first, c.end);
+    let first = c.first;
     let bound = cluster_bound(target, default, (first, end), geo, u32::MAX).max(phase_bound(
         target,
         default,
@@ -1266,11 +1266,7 @@ fn settle(
     }
     if c.skipped {
         // The first search, which a wide cluster skipped, may still be exact.
-        c.reset(first, cluster_end, Mode::Stop);
-        each_needed(target, default, (first, end), |p0, p1, class| {
-            c.needed(p0, p1, class, geo, None);
-            c.exact
-        });
+        search_again(c, (target, default), end, geo, Mode::Stop);
         if c.exact {
             let (cost, runs) = c.finish(end, geo);
             return (cost, runs, cost.ranges);
@@ -1279,11 +1275,7 @@ fn settle(
     // Its layers overflow where the first search's did: it is not exact, and trying pieces at
     // their ends only takes a tenth of the time (measured on the mixed clusters of 0x10000
     // MSRs, for packings of the same ranges and bytes within 0.3%).
-    c.reset(first, cluster_end, Mode::EndsOnly);
-    each_needed(target, default, (first, end), |p0, p1, class| {
-        c.needed(p0, p1, class, geo, None);
-        true
-    });
+    search_again(c, (target, default), end, geo, Mode::EndsOnly);
     let (mut cost, mut runs) = c.finish(end, geo);
     if !c.exact && cost.ranges > bound {
         if let Some(refined) = refine(c, target, default, end, geo, cost.ranges, false) {
@@ -1298,6 +1290,23 @@ fn settle(
         }
     }
     (cost, runs, if c.exact { cost.ranges } else { lower })
+}
+
+/// Searches the cluster (its needed pieces end at `end`) again from its start, unpruned, in
+/// `mode`; a search in [`Mode::Stop`] stops at its first overflow.
+fn search_again(
+    c: &mut Cluster,
+    (target, default): (&dyn Target, Action),
+    end: u64,
+    geo: Geometry,
+    mode: Mode,
+) {
+    let (first, cluster_end) = (c.first, c.end);
+    c.reset(first, cluster_end, mode);
+    each_needed(target, default, (first, end), |p0, p1, class| {
+        c.needed(p0, p1, class, geo, None);
+        mode != Mode::Stop || c.exact
+    });
 }
 
 /// Units of the relaxation's weight `lambda` (see the module docs): `lambda = a / SCALE`.
